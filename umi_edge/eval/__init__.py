@@ -1,0 +1,1 @@
+"""Evaluation: the α-UMi static (step-level) metrics and end-to-end task success over a task suite."""
