@@ -1,0 +1,194 @@
+"""Team: a loaded planner / caller / summarizer trio plus its tools; runs tasks as a stream of events.
+
+`Team.load(set)` resolves a models.toml set, fetches its GGUFs, loads each distinct file once and opens
+one llama.cpp context per role on it. `Team(roles=...)` wraps engines you built (e.g. the fake engine).
+A Team runs one task at a time (role contexts hold KV state); `cancel()` may be called from any thread.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .errors import ConfigError, ModelError
+from .events import Event
+from .registry import ROLES, SetSpec, load_registry, resolve_set
+
+
+class Team:
+    """Three role engines sharing one loop configuration. Use as a context manager, or call close()."""
+
+    def __init__(
+        self,
+        roles: Mapping[str, Any],
+        tools: Any = None,
+        *,
+        protocol: str = "alpha-umi/toolbench-v1",
+        limits: Any = None,
+        constrained: bool = True,
+        spec: SetSpec | None = None,
+    ) -> None:
+        missing = [r for r in ROLES if r not in roles]
+        extra = [r for r in roles if r not in ROLES]
+        if missing or extra:
+            bad = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}"
+            raise ConfigError(f"Team roles: {bad}; a team needs exactly: {', '.join(ROLES)}")
+        from .loop import Limits
+        from .protocol import get_protocol
+
+        self.roles: dict[str, Any] = {r: roles[r] for r in ROLES}
+        self.tools = to_toolset(tools)
+        self.protocol_name = protocol
+        self.protocol = get_protocol(protocol)
+        self.limits = limits if limits is not None else Limits()
+        self.constrained = constrained
+        self.spec = spec
+        self.models: dict[str, Any] = {}      # GGUF realpath -> the engine's shared model (Team.load only)
+        self.paths: dict[str, Path] = {}      # role -> GGUF path (Team.load only)
+        self._stack = contextlib.ExitStack()
+        self._busy = threading.Lock()
+        self._cancel: threading.Event | None = None
+        self._closed = False
+
+    # --- construction from models.toml ------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        set_name: str | None = None,
+        *,
+        models: str | Path | None = None,
+        tools: Any = None,
+        download: bool = True,
+        progress: bool = False,
+        verbose: bool = False,
+        **overrides: Any,
+    ) -> "Team":
+        """Load set `set_name` (default: $UMI_EDGE_SET or "default") from the bundled models.toml overlaid
+        by `models`; `overrides` are flag-level settings (n_ctx=…, temperature=…, caller={…}, max_steps=…).
+
+        Everything cheap is checked before any weight is read: set, roles, model files, adapters, tools.
+        """
+        from . import fetch
+
+        registry = load_registry(models)
+        spec = resolve_set(set_name, registry=registry, overrides=overrides)
+        toolset = to_toolset(tools if tools is not None else spec.tools)
+        paths: dict[str, Path] = {}
+        for role, rs in spec.roles.items():
+            paths[role] = fetch.model_path(registry.model(rs.model), download=download, progress=progress,
+                                           set_name=spec.name)
+            if rs.adapter is not None and not Path(rs.adapter).is_file():
+                raise ModelError(f"set {spec.name!r} {role}: adapter {rs.adapter} does not exist; fix `adapter` in models.toml")
+
+        from .engine.llama import LlamaBackend
+        from .loop import Limits
+
+        stack = contextlib.ExitStack()
+        with stack:
+            backend = stack.enter_context(LlamaBackend(verbose=verbose))
+            shared: dict[str, Any] = {}
+            adapters: dict[tuple[str, str], Any] = {}
+            engines: dict[str, Any] = {}
+            for role, rs in spec.roles.items():
+                key = str(Path(paths[role]).resolve())
+                if key not in shared:
+                    shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
+                adapter = None
+                if rs.adapter is not None:
+                    akey = (key, str(Path(rs.adapter).resolve()))
+                    if akey not in adapters:
+                        adapters[akey] = backend.load_adapter(shared[key], rs.adapter)
+                    adapter = adapters[akey]
+                engines[role] = backend.new_role(
+                    shared[key], name=role, adapter=adapter, n_ctx=rs.n_ctx, n_threads=rs.threads,
+                    n_batch=rs.n_batch, sampling=rs.sampling,
+                )
+            limits = Limits(
+                max_steps=spec.max_steps,
+                max_tokens={r: rs.max_tokens for r, rs in spec.roles.items()},
+                budget_seconds=spec.budget_seconds,
+                tool_timeout=spec.tool_timeout,
+            )
+            team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
+                       spec=spec)
+            team.models = shared
+            team.paths = paths
+            team._stack.push(stack.pop_all())
+        return team
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def run(
+        self,
+        query: str,
+        *,
+        tools: Any = None,
+        max_steps: int | None = None,
+        budget_seconds: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Run one task; yields typed events, the last one an `Outcome`. `tools` replaces the team's tools
+        for this run (callables, OpenAI schemas, ToolBench docs, a ToolSet, or "module:ATTR")."""
+        if self._closed:
+            raise RuntimeError("this Team is closed")
+        toolset = self.tools if tools is None else to_toolset(tools)
+        changes: dict[str, Any] = {}
+        if max_steps is not None:
+            changes["max_steps"] = max_steps
+        if budget_seconds is not None:
+            changes["budget_seconds"] = budget_seconds
+        limits = dataclasses.replace(self.limits, **changes) if changes else self.limits
+        return self._run(query, toolset, limits, cancel or threading.Event())
+
+    def _run(self, query: str, toolset: Any, limits: Any, cancel: threading.Event) -> Iterator[Event]:
+        from .loop import run_team
+
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this Team is already running a task; a Team runs one task at a time")
+        try:
+            self._cancel = cancel
+            yield from run_team(query, self.roles, toolset, protocol=self.protocol, limits=limits,
+                                constrained=self.constrained, cancel=cancel)
+        finally:
+            self._cancel = None
+            self._busy.release()
+
+    def cancel(self) -> None:
+        """Stop the running task (from any thread): it ends with an Outcome of status "cancelled"."""
+        ev = self._cancel
+        if ev is not None:
+            ev.set()
+
+    # --- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free every native resource (contexts, adapters, models); idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.cancel()
+            self._stack.close()
+
+    def __enter__(self) -> "Team":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = self.spec.name if self.spec else "custom"
+        return f"<Team {name!r} roles={list(self.roles)} tools={len(self.tools)}>"
+
+
+def to_toolset(tools: Any):
+    """A ToolSet from a ToolSet, "module:ATTR", a Tool / function, or a list of those (and ToolBench docs).
+    OpenAI schemas need their callable: pass `ToolSet.from_openai(specs, fns)` or `Tool.from_openai(spec, fn)`."""
+    from .tools import ToolSet, as_toolset, load_tools
+
+    if tools is None:
+        return ToolSet([])
+    if isinstance(tools, str):
+        return load_tools(tools)
+    return as_toolset(tools)
