@@ -1,0 +1,530 @@
+"""llama.cpp engine: each GGUF loaded once and shared; per role its own context (KV cache), sampler chain and LoRA.
+
+Built on llama-cpp-python's low-level ctypes layer, not `llama_cpp.Llama` (which owns its model, so three
+roles would load the weights three times). One `LlamaBackend` ExitStack owns every native object.
+
+Behaviour worth knowing (details at each place):
+- Prefix reuse: a role remembers the token ids its KV cache holds and evaluates only past the longest
+  common prefix with the new prompt (at least the last prompt token, to get fresh logits).
+- Overflow: prompts longer than `n_ctx - max_tokens - 8` keep their last tokens (the α-UMi real-time
+  reference); `Generation.n_truncated` says how many were dropped. `max_tokens` is capped at n_ctx // 2.
+- Stop: on an end-of-generation token only. An EOS sampled as the very first token (no grammar) is kept,
+  fed back and generation goes on (the reference's `force_generate`); it is in `tokens`, not in `text`.
+- Grammar: GBNF text, compiled once per role and text. Text the grammar forces is appended and decoded
+  in one batch instead of being sampled token by token (see `forced.py`).
+- Threads: one generation per role at a time (a per-role lock); different roles may run in different
+  threads. `n_gpu_layers` passes through to llama.cpp for Metal/CUDA builds; on CPU builds it is a no-op.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ModelError, ToolError
+from . import _native
+from .base import Generation, Sampling
+from .forced import ForcedText
+
+log = logging.getLogger(__name__)
+
+_GRAMMAR_CACHE = 16     # compiled grammars kept per role (a tool set rarely needs more than two)
+_CTX_MARGIN = 8         # the reference's n_ctx - max_new_tokens - 8
+
+
+def _default_threads() -> tuple[int, int]:
+    # llama-cpp-python's own defaults: decode is memory-bound (half the cores), prompt batches use all
+    n = os.cpu_count() or 1
+    return max(n // 2, 1), n
+
+
+def _extra_bufts_default() -> bool:
+    # On CPUs reporting AMX, llama.cpp's AMX repack path crashed (SIGSEGV in llama_decode) for Q4_1 on
+    # our test VM; plain CPU buffers are safe everywhere. UMI_EDGE_EXTRA_BUFTS=1/0 overrides.
+    env = os.environ.get("UMI_EDGE_EXTRA_BUFTS")
+    if env is not None:
+        return env == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_tile" not in f.read()
+    except OSError:
+        return True
+
+
+class SharedModel:
+    """One loaded llama_model (weights mmapped once) and its vocab; shared by every role on it."""
+
+    def __init__(self, path: Path, ptr, *, n_gpu_layers: int):
+        L = _native.lib()
+        self.path = path
+        self.ptr = ptr
+        self.n_gpu_layers = n_gpu_layers
+        self.vocab = L.llama_model_get_vocab(ptr)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.bos_id = L.llama_vocab_bos(self.vocab)
+        self.eos_id = L.llama_vocab_eos(self.vocab)
+        self.size_bytes = L.llama_model_size(ptr)
+        self._tok_buf = (L.llama_token * 4096)()
+        self._forced: ForcedText | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SharedModel({str(self.path)!r}, n_vocab={self.n_vocab})"
+
+    def tokenize(self, text: str) -> list[int]:
+        """Plain text → ids: no BOS, no special-token parsing (the vocab's own space-prefix rule applies)."""
+        L = _native.lib()
+        data = text.encode("utf-8")
+        with self._lock:
+            n = L.llama_tokenize(self.vocab, data, len(data), self._tok_buf, len(self._tok_buf), False, False)
+            if n >= 0:
+                return self._tok_buf[:n]
+        buf = (L.llama_token * -n)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False, False)
+        return buf[:n]
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Ids → text; special tokens (BOS/EOS) render as nothing."""
+        L = _native.lib()
+        if not ids:
+            return ""
+        arr = (L.llama_token * len(ids))(*ids)
+        size = max(64, 8 * len(ids))
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = L.llama_detokenize(self.vocab, arr, len(ids), buf, size, False, False)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", "replace")
+            size = -n + 1
+        raise RuntimeError("llama_detokenize kept asking for a larger buffer")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(_native.lib().llama_vocab_is_eog(self.vocab, token))
+
+    def forced(self) -> ForcedText:
+        """The forced-text finder for this vocab (built on first grammar use: one pass over the vocab)."""
+        if self._forced is None:
+            self._forced = ForcedText(self)
+        return self._forced
+
+
+class LoraAdapter:
+    """A GGUF LoRA adapter initialised once on its base model; set on the contexts of the roles that use it."""
+
+    def __init__(self, path: Path, ptr, model: SharedModel):
+        self.path, self.ptr, self.model = path, ptr, model
+
+    def __repr__(self) -> str:
+        return f"LoraAdapter({str(self.path)!r})"
+
+
+class LlamaRole:
+    """One role's llama_context: own KV cache and sampler chain over a shared model (RoleEngine contract)."""
+
+    def __init__(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None, lora_scale: float,
+                 n_ctx: int, n_threads: int | None, n_batch: int, n_ubatch: int, sampling: Sampling,
+                 flash_attn: bool, prefix_reuse: bool):
+        self.name = name
+        self.model = model
+        self.adapter = adapter
+        self.sampling = sampling
+        self.prefix_reuse = prefix_reuse
+        self.bos_id, self.eos_id = model.bos_id, model.eos_id
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+        self._kv: list[int] = []           # token ids the KV cache holds, in positions 0..len-1
+        self.ctx = None
+        try:
+            self._init_native(model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _init_native(self, model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn):
+        L = _native.lib()
+        name = self.name
+
+        threads, threads_batch = _default_threads()
+        p = L.llama_context_default_params()
+        p.n_ctx = n_ctx
+        p.n_batch = n_batch
+        p.n_ubatch = min(n_batch, n_ubatch)
+        p.n_seq_max = 1
+        p.n_threads = n_threads or threads
+        p.n_threads_batch = n_threads or threads_batch
+        p.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        p.no_perf = True
+        _native.clear_errors()
+        ctx = L.llama_init_from_model(model.ptr, p)
+        if not ctx:
+            raise ModelError(f"llama.cpp could not create a context for role {name!r} on {model.path} "
+                             f"(n_ctx={n_ctx}): {_native.last_error()}")
+        self.ctx = ctx
+        self._stack.callback(L.llama_free, ctx)
+        self.n_ctx = L.llama_n_ctx(ctx)
+        self.n_batch = n_batch
+        self._mem = L.llama_get_memory(ctx)
+
+        if adapter is not None:
+            arr = (L.llama_adapter_lora_p_ctypes * 1)(adapter.ptr)
+            scales = (ctypes.c_float * 1)(lora_scale)
+            if L.llama_set_adapters_lora(ctx, arr, 1, scales) != 0:
+                raise ModelError(f"llama.cpp could not set adapter {adapter.path} on role {name!r}: "
+                                 f"{_native.last_error()}")
+
+        self._chain = self._own_sampler(self._build_chain(self.sampling))
+        self._grammars: OrderedDict[str, object] = OrderedDict()
+        self._tok = (L.llama_token * max(n_batch, 1))()
+        self._batch_one = L.llama_batch_get_one(self._tok, 1)   # reused for every single-token decode
+        # one-candidate array to ask the grammar about a token sampled without it
+        self._cand = L.llama_token_data()
+        self._cand_arr = L.llama_token_data_array(data=ctypes.pointer(self._cand), size=1, selected=-1, sorted=False)
+        self._full = None   # full-vocab candidate array, built on the first grammar rejection
+
+    # -- setup helpers ---------------------------------------------------------------------------------
+    def _own_sampler(self, smpl):
+        self._stack.callback(_native.lib().llama_sampler_free, smpl)
+        return smpl
+
+    @staticmethod
+    def _build_chain(s: Sampling):
+        """Every sampler set explicitly (protocol §4.5): llama-cpp-python's completion defaults differ."""
+        L = _native.lib()
+        cp = L.llama_sampler_chain_default_params()
+        cp.no_perf = True
+        chain = L.llama_sampler_chain_init(cp)
+        if s.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        # llama.cpp's usual order; top_k <= 0, top_p >= 1, min_p <= 0 and typical 1.0 leave logits untouched
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(s.top_k))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_typical(1.0, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(s.min_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(s.temperature))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
+        return chain
+
+    def _grammar(self, text: str):
+        L = _native.lib()
+        g = self._grammars.get(text)
+        if g is not None:
+            self._grammars.move_to_end(text)
+            L.llama_sampler_reset(g)
+            return g
+        _native.clear_errors()
+        g = L.llama_sampler_init_grammar(self.model.vocab, text.encode("utf-8"), b"root")
+        if not g:
+            raise ToolError(f"llama.cpp rejected the grammar for role {self.name!r}: {_native.last_error()}")
+        self._grammars[text] = g
+        if len(self._grammars) > _GRAMMAR_CACHE:
+            _, old = self._grammars.popitem(last=False)
+            L.llama_sampler_free(old)
+        return g
+
+    # -- RoleEngine ------------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenize(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.model.detokenize(ids)
+
+    @property
+    def cached_tokens(self) -> tuple[int, ...]:
+        """The token ids this role's KV cache holds (for tests and diagnostics)."""
+        return tuple(self._kv)
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next prompt is evaluated in full)."""
+        with self._lock:
+            _native.lib().llama_memory_clear(self._mem, True)
+            self._kv.clear()
+
+    def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
+                 cancel: threading.Event | None = None) -> Generation:
+        """Evaluate `prompt` past the cached common prefix, then decode until EOS / max_tokens / cancel."""
+        if self.ctx is None:
+            raise ModelError(f"role {self.name!r} is closed")
+        prompt = list(prompt)
+        if not prompt:
+            raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
+        with self._lock:
+            return self._generate(prompt, max_tokens, grammar, cancel)
+
+    def _generate(self, prompt, max_tokens, grammar, cancel) -> Generation:
+        L = _native.lib()
+        max_tokens = max(0, min(max_tokens, self.n_ctx // 2))
+        budget = self.n_ctx - max_tokens - _CTX_MARGIN
+        n_truncated = max(0, len(prompt) - budget)
+        if n_truncated:
+            prompt = prompt[n_truncated:]
+            log.info("role %s: prompt truncated, kept the last %d tokens (%d dropped)", self.name, budget, n_truncated)
+
+        t0 = time.perf_counter()
+        n_reused = self._trim_to_prefix(prompt)
+        todo = prompt[n_reused:]
+        n_eval = 0
+
+        def done(stop, tokens=(), n_forced=0, t1=None):
+            t2 = time.perf_counter()
+            t1 = t2 if t1 is None else t1
+            return Generation(
+                text=self.model.detokenize(tokens), tokens=tuple(tokens), stop_reason=stop,
+                n_prompt=len(prompt), n_reused=n_reused, n_evaluated=n_eval, n_generated=len(tokens),
+                n_forced=n_forced, n_truncated=n_truncated, prompt_seconds=t1 - t0, decode_seconds=t2 - t1,
+            )
+
+        for i in range(0, len(todo), self.n_batch):
+            if cancel is not None and cancel.is_set():
+                return done("cancelled")
+            chunk = todo[i:i + self.n_batch]
+            self._decode(chunk)
+            n_eval += len(chunk)
+        t1 = time.perf_counter()
+
+        g = self._grammar(grammar) if grammar is not None else None
+        forced = self.model.forced() if g is not None else None
+        out: list[int] = []
+        pending: list[int] = []
+        n_forced = 0
+        stop = "length"
+        while True:
+            if g is not None:
+                ids, ends = forced.after(g, max_tokens - len(out))
+                for t in ids:
+                    L.llama_sampler_accept(g, t)
+                out += ids
+                pending += ids
+                n_forced += len(ids)
+                if ends:
+                    stop = "eos"
+                    break
+            if len(out) >= max_tokens:
+                break
+            if pending:
+                if cancel is not None and cancel.is_set():
+                    stop = "cancelled"
+                    break
+                if len(self._kv) + len(pending) > self.n_ctx:
+                    break
+                if len(pending) == 1:
+                    self._decode_one(pending[0])
+                else:
+                    self._decode(pending)
+                pending = []
+            t = self._sample(g)
+            if t is None:       # the grammar admits nothing: cannot happen with a well-formed grammar
+                log.warning("role %s: grammar dead end after %d tokens", self.name, len(out))
+                stop = "stop"
+                break
+            if self.model.is_eog(t):
+                if not out and g is None:
+                    out.append(t)   # force_generate: keep a first EOS and go on
+                    pending = [t]
+                    continue
+                stop = "eos"
+                break
+            out.append(t)
+            pending = [t]
+            if g is not None:
+                L.llama_sampler_accept(g, t)
+        return done(stop, out, n_forced, t1)
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _trim_to_prefix(self, prompt: list[int]) -> int:
+        """Drop KV entries past the longest common prefix; returns how many prompt tokens are reused."""
+        L = _native.lib()
+        kv = self._kv
+        n = 0
+        if self.prefix_reuse:
+            limit = min(len(kv), len(prompt))
+            while n < limit and kv[n] == prompt[n]:
+                n += 1
+            n = min(n, len(prompt) - 1)     # the last prompt token is always evaluated, for its logits
+        if n < len(kv):
+            if n == 0 or not L.llama_memory_seq_rm(self._mem, 0, n, -1):
+                L.llama_memory_clear(self._mem, True)
+                n = 0
+            del kv[n:]
+        return n
+
+    def _decode(self, ids: Sequence[int]) -> None:
+        L = _native.lib()
+        for i in range(0, len(ids), self.n_batch):
+            chunk = ids[i:i + self.n_batch]
+            for j, t in enumerate(chunk):
+                self._tok[j] = t
+            self._check(L.llama_decode(self.ctx, L.llama_batch_get_one(self._tok, len(chunk))), len(chunk))
+            self._kv.extend(chunk)
+
+    def _decode_one(self, t: int) -> None:
+        self._tok[0] = t
+        self._check(_native.lib().llama_decode(self.ctx, self._batch_one), 1)
+        self._kv.append(t)
+
+    def _check(self, rc: int, n: int) -> None:
+        if rc != 0:
+            # the KV state is unknown after a failed decode: start clean next time
+            _native.lib().llama_memory_clear(self._mem, True)
+            self._kv.clear()
+            raise ModelError(f"llama_decode failed (code {rc}) in role {self.name!r} for {n} tokens: "
+                             f"{_native.last_error()}")
+
+    def _sample(self, g) -> int | None:
+        """Sample with the role's chain; under a grammar, keep the token if the grammar allows it, else
+        resample from the grammar-masked logits (for greedy this is exact; for sampling it is the masked
+        distribution too, as a rejected draw is replaced by a draw from the renormalised rest)."""
+        L = _native.lib()
+        t = L.llama_sampler_sample(self._chain, self.ctx, -1)
+        if g is None:
+            return t
+        self._cand.id = t
+        self._cand.logit = 0.0
+        self._cand_arr.size = 1
+        self._cand_arr.selected = -1
+        L.llama_sampler_apply(g, ctypes.byref(self._cand_arr))
+        if self._cand.logit != -math.inf:
+            return t
+        return self._sample_masked(g)
+
+    def _sample_masked(self, g) -> int | None:
+        import numpy as np
+
+        L = _native.lib()
+        n = self.model.n_vocab
+        if self._full is None:
+            data = np.zeros(n, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True))
+            data["id"] = np.arange(n, dtype=np.intc)
+            arr = L.llama_token_data_array(data=data.ctypes.data_as(L.llama_token_data_p), size=n, selected=-1, sorted=False)
+            self._full = (data, arr)
+        data, arr = self._full
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(n,))
+        data["id"] = np.arange(n, dtype=np.intc)    # samplers may have reordered the array last time
+        data["logit"] = logits
+        data["p"] = 0.0
+        arr.size, arr.selected, arr.sorted = n, -1, False
+        L.llama_sampler_apply(g, ctypes.byref(arr))
+        if not np.isfinite(data["logit"][:arr.size]).any():
+            return None
+        L.llama_sampler_apply(self._chain, ctypes.byref(arr))
+        if arr.selected < 0:
+            return None
+        return int(data["id"][arr.selected])
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            L = _native.lib()
+            for g in self._grammars.values():
+                L.llama_sampler_free(g)
+            self._grammars.clear()
+            self._stack.close()
+            self.ctx = None
+
+
+class LlamaBackend:
+    """Owns every native resource (models, adapters, contexts) through one ExitStack; use as a context manager."""
+
+    def __init__(self, *, verbose: bool = False):
+        _native.set_verbose(verbose)
+        _native.lib()    # llama_backend_init once per process, logger installed
+        self._stack = ExitStack()
+        self._models: dict[str, SharedModel] = {}
+        self._adapters: dict[tuple[int, str], LoraAdapter] = {}
+        self.roles: dict[str, LlamaRole] = {}
+
+    def __enter__(self) -> "LlamaBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def models(self) -> tuple[SharedModel, ...]:
+        return tuple(self._models.values())
+
+    def load_model(self, path, *, n_gpu_layers: int = 0) -> SharedModel:
+        """Load a GGUF model once per distinct real path (mmap); later calls return the same SharedModel."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ModelError(f"model file not found: {p} (check the path, or fetch it with `umi-edge pull`)")
+        key = os.path.realpath(p)
+        if key in self._models:
+            return self._models[key]
+        head = _native.gguf_header(p)
+        if head.get("general.type") == "adapter":
+            raise ModelError(f"{p} is a LoRA adapter GGUF, not a model: give it as the role's adapter and "
+                             f"its base model as the model")
+        L = _native.lib()
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = n_gpu_layers
+        mp.load_mode = L.LLAMA_LOAD_MODE_MMAP
+        mp.use_extra_bufts = _extra_bufts_default()
+        _native.clear_errors()
+        ptr = L.llama_model_load_from_file(str(p).encode("utf-8"), mp)
+        if not ptr:
+            raise ModelError(f"llama.cpp could not load {p}: {_native.last_error()}")
+        self._stack.callback(L.llama_model_free, ptr)
+        model = SharedModel(Path(key), ptr, n_gpu_layers=n_gpu_layers)
+        self._models[key] = model
+        return model
+
+    def load_adapter(self, model: SharedModel, path) -> LoraAdapter:
+        """Initialise a GGUF LoRA adapter on `model` once per file; it is applied only where a role sets it."""
+        self._own(model)
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ModelError(f"adapter file not found: {p} (check the path or convert it with `umi-edge convert`)")
+        key = (id(model), os.path.realpath(p))
+        if key in self._adapters:
+            return self._adapters[key]
+        head = _native.gguf_header(p, ("general.type", "general.architecture", "adapter.type"))
+        if head.get("general.type") != "adapter" or head.get("adapter.type", "lora") != "lora":
+            raise ModelError(f"{p} is not a LoRA adapter GGUF (general.type={head.get('general.type', '?')}); "
+                             f"convert the PEFT adapter with `umi-edge convert`")
+        L = _native.lib()
+        _native.clear_errors()
+        ptr = L.llama_adapter_lora_init(model.ptr, str(p).encode("utf-8"))
+        if not ptr:
+            raise ModelError(f"llama.cpp refused adapter {p} for model {model.path} "
+                             f"(is it for this base model?): {_native.last_error()}")
+        self._stack.callback(L.llama_adapter_lora_free, ptr)
+        adapter = LoraAdapter(Path(key[1]), ptr, model)
+        self._adapters[key] = adapter
+        return adapter
+
+    def new_role(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None = None, n_ctx: int = 2048,
+                 n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
+                 n_ubatch: int = 512, lora_scale: float = 1.0, flash_attn: bool = True,
+                 prefix_reuse: bool = True) -> LlamaRole:
+        """A new context on `model` with its own KV cache and sampler chain (and `adapter`, if given)."""
+        self._own(model)
+        if adapter is not None and adapter.model is not model:
+            raise ModelError(f"adapter {adapter.path} was loaded for {adapter.model.path}, not {model.path}")
+        if name in self.roles:
+            raise ModelError(f"role {name!r} already exists in this backend")
+        if n_ctx < 64 or n_batch < 1:
+            raise ModelError(f"role {name!r}: n_ctx must be >= 64 and n_batch >= 1 (got {n_ctx}, {n_batch})")
+        role = LlamaRole(model, name=name, adapter=adapter, lora_scale=lora_scale, n_ctx=n_ctx,
+                         n_threads=n_threads, n_batch=n_batch, n_ubatch=n_ubatch, sampling=sampling,
+                         flash_attn=flash_attn, prefix_reuse=prefix_reuse)
+        self._stack.callback(role.close)
+        self.roles[name] = role
+        return role
+
+    def _own(self, model: SharedModel) -> None:
+        if self._models.get(str(model.path)) is not model:
+            raise ModelError(f"{model.path} was not loaded by this backend")
+
+    def close(self) -> None:
+        """Free contexts, then adapters, then models (reverse order of creation)."""
+        self._stack.close()
+        self.roles.clear()
+        self._adapters.clear()
+        self._models.clear()
