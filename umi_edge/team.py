@@ -77,41 +77,24 @@ class Team:
         spec = resolve_set(set_name, registry=registry, overrides=overrides)
         toolset = to_toolset(tools if tools is not None else spec.tools)
         paths: dict[str, Path] = {}
+        by_model: dict[str, Path] = {}
         for role, rs in spec.roles.items():
-            paths[role] = fetch.model_path(registry.model(rs.model), download=download, progress=progress,
-                                           set_name=spec.name)
+            if rs.model not in by_model:
+                by_model[rs.model] = fetch.model_path(registry.model(rs.model), download=download,
+                                                      progress=progress, set_name=spec.name)
+            paths[role] = by_model[rs.model]
             if rs.adapter is not None and not Path(rs.adapter).is_file():
                 raise ModelError(f"set {spec.name!r} {role}: adapter {rs.adapter} does not exist; fix `adapter` in models.toml")
 
-        from .engine.llama import LlamaBackend
         from .loop import Limits
 
-        stack = contextlib.ExitStack()
-        with stack:
-            backend = stack.enter_context(LlamaBackend(verbose=verbose))
-            shared: dict[str, Any] = {}
-            adapters: dict[tuple[str, str], Any] = {}
-            engines: dict[str, Any] = {}
-            for role, rs in spec.roles.items():
-                key = str(Path(paths[role]).resolve())
-                if key not in shared:
-                    shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
-                adapter = None
-                if rs.adapter is not None:
-                    akey = (key, str(Path(rs.adapter).resolve()))
-                    if akey not in adapters:
-                        adapters[akey] = backend.load_adapter(shared[key], rs.adapter)
-                    adapter = adapters[akey]
-                engines[role] = backend.new_role(
-                    shared[key], name=role, adapter=adapter, n_ctx=rs.n_ctx, n_threads=rs.threads,
-                    n_batch=rs.n_batch, sampling=rs.sampling,
-                )
-            limits = Limits(
-                max_steps=spec.max_steps,
-                max_tokens={r: rs.max_tokens for r, rs in spec.roles.items()},
-                budget_seconds=spec.budget_seconds,
-                tool_timeout=spec.tool_timeout,
-            )
+        limits = Limits(
+            max_steps=spec.max_steps,
+            max_tokens={r: rs.max_tokens for r, rs in spec.roles.items()},
+            budget_seconds=spec.budget_seconds,
+            tool_timeout=spec.tool_timeout,
+        )
+        with _open_engines(spec, paths, verbose=verbose) as (engines, shared, stack):
             team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
                        spec=spec)
             team.models = shared
@@ -180,6 +163,34 @@ class Team:
     def __repr__(self) -> str:
         name = self.spec.name if self.spec else "custom"
         return f"<Team {name!r} roles={list(self.roles)} tools={len(self.tools)}>"
+
+
+@contextlib.contextmanager
+def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
+    """Yields (role engines, {realpath: SharedModel}, ExitStack owning them); frees all if the body raises.
+    Each distinct GGUF is loaded once; each adapter once per model; one context per role."""
+    from .engine.llama import LlamaBackend
+
+    with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(LlamaBackend(verbose=verbose))
+        shared: dict[str, Any] = {}
+        adapters: dict[tuple[str, str], Any] = {}
+        engines: dict[str, Any] = {}
+        for role, rs in spec.roles.items():
+            key = str(Path(paths[role]).resolve())
+            if key not in shared:
+                shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
+            adapter = None
+            if rs.adapter is not None:
+                akey = (key, str(Path(rs.adapter).resolve()))
+                if akey not in adapters:
+                    adapters[akey] = backend.load_adapter(shared[key], rs.adapter)
+                adapter = adapters[akey]
+            engines[role] = backend.new_role(
+                shared[key], name=role, adapter=adapter, n_ctx=rs.n_ctx, n_threads=rs.threads,
+                n_batch=rs.n_batch, sampling=rs.sampling,
+            )
+        yield engines, shared, stack
 
 
 def to_toolset(tools: Any):
