@@ -1,0 +1,251 @@
+"""The collaborative loop: planner → (give up | summarizer | caller → tool → observation), as a generator
+of typed events. The error policy lives here, in one place: faults of the model (unparseable call,
+unknown tool, bad arguments, a tool that raised, hung or returned non-JSON) become observations the
+model sees; faults of our code or the environment (engine failure, bad configuration) end the run
+with an Error event and Outcome(status="error")."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from .engine.base import Generation, RoleEngine
+from .errors import Cancelled, ConfigError
+from .events import Answer, Call, Error, Event, GiveUp, Notice, Observation, Outcome, Plan, Usage
+from .protocol import DEFAULT as DEFAULT_PROTOCOL
+from .protocol import Turn, get_protocol
+from .tools import ToolSet, as_toolset
+
+CONTEXT_MARGIN = 8  # the real-time reference keeps n_ctx - max_new_tokens - 8 prompt tokens (§4.4)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits; each default says where it comes from."""
+
+    max_steps: int = 8                  # planner turns; ModelScope's linear driver stops at 10, DFSDT paths at 4
+    planner_tokens: int = 512           # max_new_tokens of every reference runtime (§4.5)
+    caller_tokens: int = 512
+    summarizer_tokens: int = 512
+    route_tokens: int = 8               # the longest marker, "\n Next: conclusion.", is a few tokens
+    budget_seconds: float | None = 600.0  # wall clock per run, so a rambling model cannot hold the device
+    tool_timeout: float = 30.0          # per call; local tools answer in ms, a hung one must not stall the run
+
+    def max_tokens(self, role: str) -> int:
+        return {"planner": self.planner_tokens, "caller": self.caller_tokens,
+                "summarizer": self.summarizer_tokens, "route": self.route_tokens}[role]
+
+
+def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protocol: Any = None,
+             limits: Limits = Limits(), constrained: bool = True, complete_route: bool | None = None,
+             cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Run one task; yields events, the last one always an Outcome.
+
+    `roles`: "planner", "caller", "summarizer" → engines. `tools`: a ToolSet or anything `as_toolset` takes.
+    `protocol`: a protocol object or registered name (default alpha-umi/toolbench-v1). `constrained`: the
+    caller decodes under the tool-call grammar. `complete_route` (default: same as `constrained`): a planner
+    output without a route marker is completed under the route grammar instead of defaulting to the caller.
+    `cancel`: set it from any thread; checked between stages and passed to the engine during generation.
+    """
+    run = _Run(query, roles, tools, protocol, limits, constrained,
+               constrained if complete_route is None else complete_route, cancel)
+    yield from run.events()
+
+
+class _Halt(Exception):
+    """Internal: cancellation or the wall-clock budget stopped the run."""
+
+
+class _Run:
+    def __init__(self, query, roles, tools, protocol, limits, constrained, complete_route, cancel):
+        self.query = query
+        self.roles = roles
+        self.tools_arg = tools
+        self.protocol_arg = protocol
+        self.limits = limits
+        self.constrained = constrained
+        self.complete_route = complete_route
+        self.user_cancel = cancel
+        self.stop = threading.Event()   # what engines and tools see: user cancel or budget
+        self.stop_reason = ""
+        self.usage: dict[str, Usage] = {}
+        self.steps = 0
+        self.t0 = time.monotonic()
+
+    # ---- driver ---------------------------------------------------------------------------------------
+    def events(self) -> Iterator[Event]:
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(done,), name="umi-run-watch", daemon=True)
+        watcher.start()
+        try:
+            yield from self._episode()
+        except _Halt:
+            yield from self._halted()
+        except Cancelled:
+            self.stop_reason = self.stop_reason or "cancelled"
+            yield from self._halted()
+        except Exception as e:  # noqa: BLE001 - our/environment faults end the run, reported as events
+            yield Error(step=self.steps, role="team", text=f"{type(e).__name__}: {e}", error_type=type(e).__name__)
+            yield self._outcome("error", reason=str(e))
+        finally:
+            done.set()
+
+    def _watch(self, done: threading.Event) -> None:
+        budget = self.limits.budget_seconds
+        deadline = None if budget is None else self.t0 + budget
+        while not done.wait(0.02):
+            if self.user_cancel is not None and self.user_cancel.is_set():
+                self.stop_reason = self.stop_reason or "cancelled"
+            elif deadline is not None and time.monotonic() > deadline:
+                self.stop_reason = self.stop_reason or "budget"
+            else:
+                continue
+            self.stop.set()
+            return
+
+    def _check(self) -> None:
+        if self.user_cancel is not None and self.user_cancel.is_set():
+            self.stop_reason = self.stop_reason or "cancelled"
+            self.stop.set()
+        budget = self.limits.budget_seconds
+        if budget is not None and time.monotonic() - self.t0 > budget:
+            self.stop_reason = self.stop_reason or "budget"
+            self.stop.set()
+        if self.stop.is_set():
+            raise _Halt
+
+    def _halted(self) -> Iterator[Event]:
+        if self.stop_reason == "budget":
+            text = f"wall-clock budget of {self.limits.budget_seconds:g} s exceeded"
+        else:
+            text = "cancelled"
+        yield Notice(step=self.steps, role="team", text=text, code=self.stop_reason or "cancelled")
+        yield self._outcome("cancelled", reason=text)
+
+    def _outcome(self, status: str, answer: str | None = None, reason: str = "") -> Outcome:
+        return Outcome(step=self.steps, role="team", text=answer if answer is not None else reason,
+                       seconds=time.monotonic() - self.t0, usage=sum(self.usage.values(), Usage()),
+                       status=status, answer=answer, steps=self.steps, usage_by_role=dict(self.usage),
+                       reason=reason)
+
+    # ---- the episode (§5.6 linear driver with §5.1 routing) ------------------------------------------
+    def _episode(self) -> Iterator[Event]:
+        proto = self.protocol_arg
+        if proto is None or isinstance(proto, str):
+            proto = get_protocol(proto or DEFAULT_PROTOCOL)
+        self.proto = proto
+        missing = [r for r in proto.roles if r not in self.roles]
+        if missing:
+            raise ConfigError(f"no engine for role(s) {', '.join(missing)}; roles given: {', '.join(self.roles) or 'none'}")
+        tools: ToolSet = as_toolset(self.tools_arg)
+        if len(tools) == 0:
+            raise ConfigError("the tool set is empty; the caller needs at least one tool")
+        idle = [t.name for t in tools if not t.executable]
+        if idle:
+            raise ConfigError(f"tool(s) {', '.join(idle)} have no callable or dispatcher")
+        self.toolset = tools
+        docs = tools.docs(proto.doc_chars)
+        grammar = None
+        if self.constrained:
+            from .protocol.grammar import caller_grammar
+
+            grammar = caller_grammar(tools)
+        history: list[Turn] = [Turn("user", self.query)]
+        for step in range(1, self.limits.max_steps + 1):
+            self._check()
+            self.steps = step
+            route = yield from self._plan(step, docs, history)
+            if route.kind == "give_up":
+                yield GiveUp(step=step, role="planner", text=route.plan)
+                yield self._outcome("gave_up", reason="the planner gave up")
+                return
+            self._check()
+            if route.kind == "conclusion":
+                prompt = proto.summarizer_prompt(history, route.plan)
+                gen, seconds = yield from self._generate(step, "summarizer", prompt)
+                answer = proto.postprocess(gen.text)
+                yield Answer(step=step, role="summarizer", text=answer, seconds=seconds, usage=Usage.of(gen))
+                yield self._outcome("answered", answer=answer)
+                return
+            prompt = proto.caller_prompt(docs, history, route.plan)
+            gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar)
+            call_text = proto.postprocess(gen.text)
+            parsed = proto.parse_call(call_text)
+            yield Call(step=step, role="caller", text=call_text, seconds=seconds, usage=Usage.of(gen),
+                       tool=parsed.action, arguments=parsed.arguments)
+            self._check()
+            result = tools.call(parsed.action, parsed.arguments, timeout=self.limits.tool_timeout, cancel=self.stop)
+            if result.error == "cancelled":
+                raise _Halt
+            if result.suffix_match:
+                yield Notice(step=step, role="caller", code="suffix_match",
+                             text=f"tool {parsed.action!r} resolved to {result.tool!r} by suffix (reference fallback)")
+            observation = proto.truncate_observation(result.text)
+            yield Observation(step=step, role="tool", text=observation, seconds=result.seconds,
+                              tool=result.tool or parsed.action, ok=result.ok, error=result.error)
+            history.extend(proto.step_turns(route.plan, call_text, observation))
+        yield self._outcome("max_steps", reason=f"no answer after {self.limits.max_steps} steps")
+
+    def _plan(self, step: int, docs, history):
+        """Planner turn with the empty-output retries (§4.6) and optional route completion; yields Plan."""
+        proto = self.proto
+        prompt = proto.planner_prompt(docs, history)
+        usage, seconds, retries = Usage(), 0.0, 0
+        while True:
+            gen, s = yield from self._generate(step, "planner", prompt)
+            usage, seconds = usage + Usage.of(gen), seconds + s
+            if not proto.is_empty(gen.text) or retries >= proto.planner_retries:
+                break
+            retries += 1
+        if retries:
+            yield Notice(step=step, role="planner", code="planner_empty",
+                         text=f"planner output was empty; retried {retries} time(s)")
+        text = proto.postprocess_planner(gen.text)
+        route = proto.route(text)
+        source = "model" if route.marker else "default"
+        if not route.marker and self.complete_route and not proto.is_empty(gen.text):
+            from .protocol.grammar import route_grammar
+
+            engine = self.roles["planner"]
+            tokens = list(gen.tokens)
+            if tokens and tokens[-1] == engine.eos_id:
+                tokens.pop()
+            self._check()
+            more, s = yield from self._generate(step, "route", self._last_ids + tokens, grammar=route_grammar(),
+                                                engine_role="planner")
+            usage, seconds = usage + Usage.of(more), seconds + s
+            completed = proto.route(proto.postprocess_planner(gen.text + more.text))
+            if completed.marker:
+                route, source = completed, "grammar"
+        yield Plan(step=step, role="planner", text=route.plan, seconds=seconds, usage=usage, route=route.kind,
+                   route_source=source, retries=retries)
+        return route
+
+    def _generate(self, step: int, role: str, prompt, *, grammar: str | None = None, engine_role: str | None = None):
+        """Encode (unless given ids), keep the reference's last n_ctx - max_tokens - 8 tokens, generate."""
+        engine = self.roles[engine_role or role]
+        max_tokens = self.limits.max_tokens(role)
+        ids = prompt if isinstance(prompt, list) else self.proto.encode(prompt, engine.tokenize, engine.bos_id,
+                                                                          engine.eos_id)
+        keep = engine.n_ctx - max_tokens - CONTEXT_MARGIN
+        if keep < 1:
+            raise ConfigError(f"{engine_role or role}: n_ctx {engine.n_ctx} leaves no room for a prompt "
+                              f"with max_tokens {max_tokens}")
+        if len(ids) > keep:
+            yield Notice(step=step, role=engine_role or role, code="context_truncated",
+                         text=f"prompt of {len(ids)} tokens cut to its last {keep} to fit n_ctx {engine.n_ctx}")
+            ids = ids[-keep:]
+        self._last_ids = ids
+        t = time.monotonic()
+        gen: Generation = engine.generate(ids, max_tokens=max_tokens, grammar=grammar, cancel=self.stop)
+        seconds = time.monotonic() - t
+        key = engine_role or role
+        self.usage[key] = self.usage.get(key, Usage()) + Usage.of(gen)
+        if gen.n_truncated:
+            yield Notice(step=step, role=key, code="context_truncated",
+                         text=f"engine dropped {gen.n_truncated} prompt tokens to fit n_ctx {engine.n_ctx}")
+        if gen.stop_reason == "cancelled" or self.stop.is_set():
+            self.stop_reason = self.stop_reason or "cancelled"
+            raise _Halt
+        return gen, seconds

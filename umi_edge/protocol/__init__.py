@@ -1,0 +1,29 @@
+"""Prompt protocols by versioned name; each module owns its templates, rendering and output parsers."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from .alpha_umi import NAME as ALPHA_UMI
+from .alpha_umi import AlphaUmi
+from .base import CallParse, Route, Turn
+
+DEFAULT = ALPHA_UMI
+
+# name -> factory(**options); a backbone or chat-template protocol registers another line here.
+PROTOCOLS: dict[str, Callable[..., Any]] = {ALPHA_UMI: AlphaUmi}
+
+
+def get_protocol(name: str = DEFAULT, **options) -> Any:
+    """The protocol object registered under `name`, built with `options` (its switches)."""
+    try:
+        factory = PROTOCOLS[name]
+    except KeyError:
+        raise ConfigError(f"unknown protocol {name!r}; valid: {', '.join(sorted(PROTOCOLS))}") from None
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"protocol {name!r}: bad option ({e})") from None
+
+
+__all__ = ["ALPHA_UMI", "DEFAULT", "PROTOCOLS", "AlphaUmi", "CallParse", "Route", "Turn", "get_protocol"]

@@ -1,0 +1,187 @@
+"""The α-UMi ToolBench protocol (alpha-umi/toolbench-v1): templates, rendering, routing, parsing, encoding.
+
+Normative source: shared/docs/alpha-umi-protocol.md (§3, §4.2-4.6, §5). The checkpoints were trained on
+these exact strings, so the templates keep their typos. Parsers never raise: any model output maps to a
+result the loop can act on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+from .base import CallParse, Route, Turn, as_turns
+
+NAME = "alpha-umi/toolbench-v1"
+
+# GLPFT/utils/prompt_lib.py l.13-33, byte for byte (typos are part of the trained distribution).
+PLANNER_TEMPLATE = (
+    "You have assess to the following apis:\n{doc}\nThe conversation history is:\n{history}\n"
+    "You are the assistant to plan what to do next and whether is caller's or conclusion's turn to answer.\n"
+    "Answer with a following format:\nThe thought of the next step, followed by Next: caller or conclusion or give up."
+)
+CALLER_TEMPLATE = (
+    "You have assess to the following apis:\n{doc}\nThe conversation history is:\n{history}\n"
+    "The thought of this step is:\n{thought}\nBase on the thought make an api call in the following format:\n"
+    "Action: the name of api that should be called in this step, should be exactly in [{tool_names}],\n"
+    "Action Input: the api call request."
+)
+SUMMARIZER_TEMPLATE = "Make a conclusion based on the conversation history:\n{history}"
+
+EOS_TEXT = "</s>"
+SYSTEM_PREFIX = "system: "  # training only (§4.1); no reference inference path adds it
+CUES = {"planner": " assistant: ", "caller": " caller: ", "summarizer": " conclusion: "}
+
+# Checked in this order (§5.1): give up first, then conclusion, caller is the default.
+MARKERS = (("give_up", "Next: give up."), ("conclusion", "Next: conclusion."), ("caller", "Next: caller."))
+NO_MARKER_SUFFIX = " Next: caller."  # real-time reference; the static pipeline appends it without the space
+EMPTY_OUTPUTS = ("", ".", ",")
+ROUTE_CHOICES = tuple(marker for _, marker in MARKERS)
+
+# History labels (§3.4); "planner" is accepted as an alias because the label is an artefact of training.
+_LABELS = {"user": "user", "assistant": "assistant", "planner": "assistant", "caller": "caller",
+           "observation": "observation", "conclusion": "conclusion"}
+
+
+def render_doc(docs: Iterable[Mapping]) -> str:
+    """`{doc}`: one json.dumps line per tool (defaults: ensure_ascii, ", "/": " separators, no sorting)."""
+    return "".join(json.dumps(dict(d)) + "\n" for d in docs)
+
+
+def render_tool_names(docs: Iterable[Mapping]) -> str:
+    return ", ".join(str(d["Name"]) for d in docs)
+
+
+def render_history(turns: Iterable[Turn | Mapping]) -> str:
+    """§3.4: `<label>: <text></s>` per turn, except observations, which carry no `</s>`."""
+    out = []
+    for turn in as_turns(turns):
+        label = _LABELS.get(turn.role)
+        if label is None:
+            raise ValueError(f"unknown history role {turn.role!r}; expected one of {sorted(_LABELS)}")
+        out.append(f"observation: {turn.text}" if label == "observation" else f"{label}: {turn.text}{EOS_TEXT}")
+    return "".join(out)
+
+
+def fill(template: str, *, doc: str | None = None, tool_names: str | None = None,
+         thought: str | None = None, history: str | None = None) -> str:
+    """Plain str.replace in the inference order doc → tool_names → thought → history (§3.2)."""
+    for key, value in (("{doc}", doc), ("{tool_names}", tool_names), ("{thought}", thought),
+                       ("{history}", history)):
+        if value is not None:
+            template = template.replace(key, value)
+    return template
+
+
+def postprocess_planner(text: str) -> str:
+    """§4.6 steps 1-3 (real-time planner): strip, drop a leading ': ', empty-ish → 'none'."""
+    text = text.strip()
+    if text.startswith(": "):
+        text = text[2:]
+    return "none" if text.strip() in EMPTY_OUTPUTS else text
+
+
+def postprocess(text: str) -> str:
+    """§4.6 for the caller and the summarizer in the real-time reference: strip only."""
+    return text.strip()
+
+
+def is_empty(text: str) -> bool:
+    """True for the outputs the real-time reference retries the planner on (§4.6, §5.5)."""
+    text = text.strip()
+    if text.startswith(": "):
+        text = text[2:]
+    return text.strip() in EMPTY_OUTPUTS
+
+
+def route(plan: str) -> Route:
+    """§5.1: give up → conclusion → caller; cut right after the first marker; no marker → caller."""
+    for kind, marker in MARKERS:
+        i = plan.find(marker)
+        if i >= 0:
+            return Route(kind=kind, plan=plan[: i + len(marker)], marker=True)
+    return Route(kind="caller", plan=plan + NO_MARKER_SUFFIX, marker=False)
+
+
+def parse_call(text: str) -> CallParse:
+    """§5.3 on the caller's text: last `Action:` (cut at `Action Input:`), last `Action Input:`; defaults."""
+    # The reference parses value.split("</s>")[1], i.e. the caller text up to any later `</s>`.
+    text = text.split(EOS_TEXT, 1)[0]
+    if text.startswith("caller: "):
+        text = text[len("caller: "):]
+    i = text.rfind("Action Input:")
+    arguments = text[i + len("Action Input:"):].strip() if i >= 0 else "{}"
+    j = text.rfind("Action:")
+    if j >= 0:
+        action = text[j + len("Action:"):].strip().split("Action Input:", 1)[0].strip()
+    else:
+        action = "none"
+    return CallParse(action=action, arguments=arguments, has_action=j >= 0, has_input=i >= 0)
+
+
+def truncate_observation(text: str, limit: int = 1024) -> str:
+    """§5.4: obs[:limit] + '...' when longer than limit (Python characters)."""
+    return text[:limit] + "..." if len(text) > limit else text
+
+
+def encode(prompt: str, tokenize: Callable[[str], Sequence[int]], bos_id: int, eos_id: int) -> list[int]:
+    """§4.2-4.3: BOS + each non-empty `</s>`-separated segment tokenized on its own, joined by the EOS id."""
+    ids = [bos_id]
+    for i, segment in enumerate(prompt.split(EOS_TEXT)):
+        if i:
+            ids.append(eos_id)
+        if segment:  # a lone segment would add a spurious dummy-prefix piece
+            ids.extend(tokenize(segment))
+    return ids
+
+
+@dataclass(frozen=True)
+class AlphaUmi:
+    """Prompt assembly per role (§3.5) with the reference switches; defaults follow the real-time runtime."""
+
+    system_prefix: bool = False         # True: prepend 'system: ' as in training (§4.1), for A/B tests
+    plan_label: str = "assistant"       # "planner" reproduces the static pipeline's label (§6.3, §7.2)
+    doc_chars: int = 256                # tool-doc `function` truncation: 256 current code, 150 test set
+    observation_chars: int = 1024       # --max_observation_length of the real-time reference
+    planner_retries: int = 5            # empty planner outputs retried this often, then 'none' (§4.6)
+
+    name = NAME
+    roles = ("planner", "caller", "summarizer")
+
+    def __post_init__(self):
+        if self.plan_label not in ("assistant", "planner"):
+            raise ValueError(f"plan_label must be 'assistant' or 'planner', not {self.plan_label!r}")
+
+    def _finish(self, body: str, role: str) -> str:
+        return (SYSTEM_PREFIX if self.system_prefix else "") + body + CUES[role]
+
+    def _with_plan(self, history: Iterable[Turn | Mapping], plan: str) -> str:
+        return render_history(history) + f"{self.plan_label}: {plan}{EOS_TEXT}"
+
+    def planner_prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping]) -> str:
+        body = fill(PLANNER_TEMPLATE, doc=render_doc(docs), history=render_history(history))
+        return self._finish(body, "planner")
+
+    def caller_prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping], plan: str) -> str:
+        body = fill(CALLER_TEMPLATE, doc=render_doc(docs), tool_names=render_tool_names(docs),
+                    thought=plan, history=self._with_plan(history, plan))
+        return self._finish(body, "caller")
+
+    def summarizer_prompt(self, history: Iterable[Turn | Mapping], plan: str) -> str:
+        body = fill(SUMMARIZER_TEMPLATE, history=self._with_plan(history, plan))
+        return self._finish(body, "summarizer")
+
+    # Output handling, delegated to the module functions so other code can reuse them directly.
+    postprocess_planner = staticmethod(postprocess_planner)
+    postprocess = staticmethod(postprocess)
+    is_empty = staticmethod(is_empty)
+    route = staticmethod(route)
+    parse_call = staticmethod(parse_call)
+    encode = staticmethod(encode)
+
+    def truncate_observation(self, text: str) -> str:
+        return truncate_observation(text, self.observation_chars)
+
+    def step_turns(self, plan: str, call: str, observation: str) -> tuple[Turn, Turn, Turn]:
+        """The history a caller step adds: plan, call, observation (§5.1, checklist item 8)."""
+        return Turn("assistant", plan), Turn("caller", call), Turn("observation", observation)
