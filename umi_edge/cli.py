@@ -257,3 +257,55 @@ def pull_cmd(set_name, models_path, outtype, force, as_json):
     else:
         for r in results:
             click.echo(f"{r['model']}: {r['status']} {r['path']}")
+
+
+# --- convert / inspect (engineer A) ------------------------------------------------------------------------
+
+@cli.command("convert")
+@click.argument("src")
+@click.option("-o", "--output", "out", required=True, type=click.Path(), help="The GGUF file to write.")
+@click.option("--outtype", default="auto", show_default=True,
+              help="f32, f16, bf16, q8_0 (written directly) or any llama.cpp type such as q4_k_m (the edge "
+                   "default), q5_k_m, q6_k, iq4_xs, q4_0 (via llama.cpp's quantizer); auto = the checkpoint's "
+                   "16-bit type.")
+@click.option("--role", type=click.Choice(["planner", "caller", "summarizer", "backbone"]), default=None,
+              help="Record the α-UMi role (umi.role / umi.protocol metadata).")
+@click.option("--revision", default=None, help="Branch, tag or commit when SRC is a Hugging Face repo id.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def convert_cmd(src, out, outtype, role, revision, force, as_json):
+    """Convert a Hugging Face / PyTorch checkpoint (folder or repo id) to GGUF."""
+    from umi_convert import convert
+
+    summary = convert(src, out, outtype=outtype, role=role, revision=revision, force=force,
+                      progress=not as_json)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {summary['output']} ({summary['architecture']}, {summary['outtype']}, "
+               f"{summary['tensors']} tensors, {summary['parameters']:,} parameters, "
+               f"{summary['size_bytes'] / 1e6:.1f} MB) in {summary['seconds']:.1f} s")
+    click.echo(f"source: {summary['source']}" + (f"; role: {summary['role']} ({summary['protocol']})"
+                                                  if summary["role"] else ""))
+    if summary["skipped"]:
+        click.echo(f"skipped (not used by llama.cpp): {', '.join(summary['skipped'])}")
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def inspect_cmd(path, as_json):
+    """Summarize a GGUF file: architecture, size, tensors and types, parameters, umi.* keys."""
+    from umi_convert import inspect_gguf
+
+    info = inspect_gguf(path)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{info['path']}: {info['architecture']} {info['file_type'] or ''}, {info['size_bytes'] / 1e6:.1f} MB")
+    if info["name"]:
+        click.echo(f"name: {info['name']}")
+    click.echo(f"tensors: {info['tensors']} ({', '.join(f'{k} {v}' for k, v in info['tensor_types'].items())})")
+    click.echo(f"parameters: {info['parameters']:,}")
+    for k, v in info["umi"].items():
+        click.echo(f"{k}: {v}")
