@@ -71,8 +71,8 @@ class SetSpec:
     protocol: str = "alpha-umi/toolbench-v1"
     tools: str | None = "umi_edge.tools.demo:TOOLS"   # "module:ATTR"; None = no default tools
     max_steps: int = 8
-    budget_seconds: float | None = None
-    tool_timeout: float = 10.0
+    budget_seconds: float | None = 600.0   # wall clock per task, so a rambling model cannot hold the machine
+    tool_timeout: float = 30.0    # per call; local tools answer in ms, a hung one must not stall the run
     constrained: bool = True      # grammar-constrained caller and route completion
 
 

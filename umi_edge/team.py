@@ -90,7 +90,9 @@ class Team:
 
         limits = Limits(
             max_steps=spec.max_steps,
-            max_tokens={r: rs.max_tokens for r, rs in spec.roles.items()},
+            planner_tokens=spec.roles["planner"].max_tokens,
+            caller_tokens=spec.roles["caller"].max_tokens,
+            summarizer_tokens=spec.roles["summarizer"].max_tokens,
             budget_seconds=spec.budget_seconds,
             tool_timeout=spec.tool_timeout,
         )
