@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from unittest import mock
 
@@ -55,3 +56,64 @@ def default_model_home(umi_home, smollm2_gguf) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(smollm2_gguf)
     return umi_home
+
+
+# --- converter (A) ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def spm_tokenizer_dir(tmp_path_factory) -> Path:
+    """A tiny Llama-2 style SentencePiece tokenizer folder, trained once per session."""
+    from tiny_tokenizers import make_spm_tokenizer
+
+    folder = tmp_path_factory.mktemp("spm-tok")
+    make_spm_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tmp_path, spm_tokenizer_dir):
+    """Factory: tiny_model(arch="LlamaForCausalLM", name="m", **make_tiny_model kwargs) -> checkpoint folder."""
+    from tiny_models import make_tiny_model
+
+    def make(arch: str = "LlamaForCausalLM", name: str = "model", **kw) -> Path:
+        return make_tiny_model(tmp_path / name, arch, tokenizer_dir=spm_tokenizer_dir, **kw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    """llama.cpp's own convert_hf_to_gguf.py (with its conversion/ package and gguf-py) from the
+    llama-cpp-python sdist of the installed version, `pip download`ed once into tests/.cache/."""
+    import subprocess
+    import sys
+    import tarfile
+    from importlib import metadata
+
+    version = metadata.version("llama_cpp_python")
+    root = CACHE / f"llama.cpp-{version}"
+    script = root / "convert_hf_to_gguf.py"
+    if script.is_file():
+        return script
+    sdist_dir = CACHE / "pypi"
+    sdists = sorted(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"))
+    if not sdists:
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+                            "-d", str(sdist_dir), f"llama-cpp-python=={version}"], check=True, capture_output=True)
+        except (subprocess.CalledProcessError, OSError) as e:
+            pytest.skip(f"llama-cpp-python sdist unavailable: {e}")
+        sdists = sorted(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"))
+    tmp = root.with_name(root.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(sdists[0]) as tar:
+        for m in tar.getmembers():
+            rel = m.name.split("/vendor/llama.cpp/", 1)
+            if len(rel) == 2 and m.isfile() and (rel[1] == "convert_hf_to_gguf.py"
+                                                 or rel[1].startswith(("conversion/", "gguf-py/gguf/"))):
+                dest = tmp / rel[1]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(m).read())
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return script
