@@ -9,6 +9,7 @@ import pytest
 
 from umi_edge.engine.fake import fake_roles
 from umi_edge.errors import UmiError
+from umi_edge.loop import Limits
 from umi_edge.eval.samples import write_json_atomic
 from umi_edge.eval.static import load_samples, run_static, score_file
 
@@ -81,7 +82,8 @@ def test_prediction_strings_routes_and_plan_label(tmp_path):
         summarizer=["  The result is ok.  "],
     )
     out = tmp_path / "preds.json"
-    run = run_static(data, roles, out=out, plan_label="planner")
+    run = run_static(data, roles, out=out, plan_label="planner", limits=Limits(caller_tokens=300))
+    assert roles["planner"].max_tokens == [512] * 3 and roles["caller"].max_tokens == [300] * 2
     preds = json.loads(out.read_text())
     assert [p["id"] for p in preds] == ["0:1", "0:4", "0:6"]
     assert preds[0]["predictions"] == 'asssitant: thinking Next: caller.</s>caller: Action: t_for_x\nAction Input: {"a": "1"}'

@@ -73,6 +73,8 @@ def load_samples(data: str | os.PathLike | list, *, limit: int | None = None):
 
 def _max_tokens(limits: Any, role: str) -> int:
     mt = getattr(limits, "max_tokens", 512)
+    if callable(mt):            # loop.Limits.max_tokens(role)
+        return int(mt(role))
     if isinstance(mt, Mapping):
         return int(mt.get(role, 512))
     return int(mt)
@@ -147,8 +149,8 @@ def run_static(
 ) -> StaticRun:
     """Teacher-forced predictions for every sample of `data` with the role engines `roles`, then scores.
 
-    `protocol`: a protocol object (default: α-UMi with `plan_label`). `limits`: anything with a
-    `max_tokens` int or role mapping (a Team's `limits`). `progress(done, total)` is called after each
+    `protocol`: a protocol object (default: α-UMi with `plan_label`). `limits`: a `loop.Limits` (a Team's
+    `limits`), or anything whose `max_tokens` is an int or a role mapping; default 512 per role. `progress(done, total)` is called after each
     sample. Records already in `out` are kept and skipped (resume)."""
     samples, sset = load_samples(data, limit=limit)
     if protocol is None:
