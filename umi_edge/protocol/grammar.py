@@ -9,6 +9,7 @@ number of tokens. Required keys come first, in schema order. Free-form objects s
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Iterable, Mapping
 
 # A leading space is allowed because SentencePiece models continue "caller: " with "▁Action" (§4.2).
@@ -46,16 +47,25 @@ def literal(text: str) -> str:
 
 def _bounded(schema: Any, max_string: int, max_items: int) -> Any:
     """A copy of `schema` whose unbounded strings and arrays get length limits (for the grammar only)."""
-    if isinstance(schema, list):
-        return [_bounded(s, max_string, max_items) for s in schema]
     if not isinstance(schema, Mapping):
         return schema
-    out = {k: _bounded(v, max_string, max_items) if k not in ("enum", "const", "default", "examples") else v
-           for k, v in schema.items()}
-    if out.get("type") == "string" and "maxLength" not in out and not ({"pattern", "format", "enum", "const"} & set(out)):
-        out["maxLength"] = max(max_string, int(out.get("minLength", 0)))
-    if out.get("type") == "array" and "maxItems" not in out and "items" in out and not isinstance(out["items"], list):
-        out["maxItems"] = max(max_items, int(out.get("minItems", 0)))
+    out = dict(schema)
+    sub = lambda x: _bounded(x, max_string, max_items)  # noqa: E731
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = {k: sub(v) for k, v in out[key].items()}
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(out.get(key), list):
+            out[key] = [sub(v) for v in out[key]]
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = sub(out[key])
+        elif isinstance(out.get(key), list):
+            out[key] = [sub(v) for v in out[key]]
+    if out.get("type") == "string" and not ({"pattern", "format", "enum", "const"} & set(out)):
+        out["maxLength"] = min(out.get("maxLength", max_string), max(max_string, out.get("minLength", 0)))
+    if out.get("type") == "array" and isinstance(out.get("items"), Mapping):
+        out["maxItems"] = min(out.get("maxItems", max_items), max(max_items, out.get("minItems", 0)))
     return out
 
 
@@ -66,23 +76,86 @@ def _tool_schemas(tools: Iterable[Any]) -> list[tuple[str, Mapping]]:
     return pairs
 
 
-def caller_grammar(tools: Iterable[Any], *, pretty: bool = False, max_string: int = MAX_STRING,
-                   max_items: int = MAX_ITEMS) -> str:
+def worst_case_bytes(schema: Any, space: int = 1) -> float:
+    """Upper bound on the UTF-8 bytes of JSON the grammar admits for `schema` (inf when unbounded).
+
+    Every token carries at least one byte, so this also bounds the tokens of a call. A string character
+    costs at most 6 bytes (a `\\uXXXX` escape); `space` is the longest whitespace run between tokens.
+    """
+    if not isinstance(schema, Mapping):
+        return float("inf")
+    if "const" in schema:
+        return len(json.dumps(schema["const"]).encode()) + space
+    if "enum" in schema:
+        return max((len(json.dumps(v).encode()) for v in schema["enum"]), default=0) + space
+    alts = schema.get("anyOf") or schema.get("oneOf")
+    if alts:
+        return max(worst_case_bytes(a, space) for a in alts)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return max(worst_case_bytes({**schema, "type": k}, space) for k in kind)
+    if kind == "string":
+        if "maxLength" in schema and not ({"pattern", "format"} & set(schema)):
+            return 2 + 6 * schema["maxLength"] + space
+        return 40 + space if schema.get("format") in ("date", "time", "date-time") else float("inf")
+    if kind == "integer":
+        return 17 + space
+    if kind == "number":
+        return 52 + space
+    if kind == "boolean":
+        return 5 + space
+    if kind == "null":
+        return 4 + space
+    if kind == "array":
+        items = schema.get("items")
+        if isinstance(items, list):
+            return 2 + sum(worst_case_bytes(i, space) + 1 + space for i in items) + space
+        n = schema.get("maxItems")
+        return float("inf") if n is None else 2 + n * (worst_case_bytes(items or {}, space) + 1 + space) + space
+    if kind in (None, "object") and "properties" in schema and schema.get("additionalProperties") in (None, False):
+        return 2 + sum(len(json.dumps(k).encode()) + 2 + 2 * space + worst_case_bytes(v, space)
+                       for k, v in schema["properties"].items()) + space
+    return float("inf")
+
+
+def _fit(name: str, schema: Mapping, max_tokens: int | None, max_string: int, max_items: int, space: int) -> dict:
+    """Bound unbounded strings/arrays; with `max_tokens`, shrink the bounds until the whole call fits."""
+    bounded = _bounded(dict(schema), max_string, max_items)
+    if max_tokens is None:
+        return bounded
+    fixed = 1 + len((CALLER_PREFIX + name + INPUT_SEPARATOR).encode())
+    lo, hi = 1, max_string
+    if fixed + worst_case_bytes(bounded, space) <= max_tokens:
+        return bounded
+    while lo < hi:  # the largest string bound whose worst case fits
+        mid = (lo + hi + 1) // 2
+        trial = _bounded(dict(schema), mid, max(1, min(max_items, mid // 4)))
+        lo, hi = (mid, hi) if fixed + worst_case_bytes(trial, space) <= max_tokens else (lo, mid - 1)
+    return _bounded(dict(schema), lo, max(1, min(max_items, lo // 4)))
+
+
+def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, pretty: bool = False,
+                   max_string: int = MAX_STRING, max_items: int = MAX_ITEMS) -> str:
     """GBNF admitting exactly `Action: <registered name>\\nAction Input: <JSON for that tool's schema>`.
 
-    `tools`: a ToolSet, Tools, or (name, parameters-schema) pairs. `pretty` also admits newline+indent
-    whitespace inside the JSON (closer to the α-UMi training targets, fewer forced tokens).
+    `tools`: a ToolSet, Tools, or (name, parameters-schema) pairs. `max_tokens`: the caller's token budget;
+    string and array bounds shrink per tool so that any admitted call fits in it (for schemas without
+    free-form objects), i.e. even a random model finishes a parseable call. `pretty` also admits
+    newline+indent whitespace inside the JSON (closer to the α-UMi training targets, fewer forced tokens).
     """
     from llama_cpp.llama_grammar import SchemaConverter  # heavy import, only when constraining
 
+    space = 9 if pretty else 1
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     alternatives = []
     for i, (name, schema) in enumerate(_tool_schemas(tools)):
-        schema = converter.resolve_refs(copy.deepcopy(_bounded(dict(schema), max_string, max_items)), f"tool{i}")
+        schema = _fit(name, converter.resolve_refs(copy.deepcopy(dict(schema)), f"tool{i}"), max_tokens,
+                      max_string, max_items, space)
         args_rule = converter.visit(schema, f"tool{i}-args")
         alternatives.append(converter._add_rule(f"tool{i}", f"{literal(name + INPUT_SEPARATOR)} {args_rule}"))
     rules = dict(converter._rules)
-    rules["char"] = CHAR_RULE
+    if "char" in rules:
+        rules["char"] = CHAR_RULE
     rules["space"] = PRETTY_SPACE if pretty else COMPACT_SPACE
     lines = [f'root ::= " "? {literal(CALLER_PREFIX)} ( {" | ".join(alternatives)} )']
     lines += [f"{name} ::= {rule}" for name, rule in sorted(rules.items()) if name != "root"]
