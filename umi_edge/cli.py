@@ -309,3 +309,151 @@ def inspect_cmd(path, as_json):
     click.echo(f"parameters: {info['parameters']:,}")
     for k, v in info["umi"].items():
         click.echo(f"{k}: {v}")
+
+
+# --- eval static / eval tasks (engineer E) -----------------------------------------------------------------
+
+STATIC_KEYS = ("n_samples", "plan_acc", "act_em", "hallu_rate", "arg_f1", "easy_arg_f1", "hard_arg_f1", "rouge_l")
+TASKS_KEYS = ("n_tasks", "success_rate", "give_up_rate", "hallucinated_calls", "mean_steps", "mean_seconds")
+
+
+def _eval_team_options(fn):
+    """Which team to evaluate, and the few per-run overrides that matter for a measurement."""
+    options = [
+        click.option("--set", "set_name", metavar="NAME", default=None,
+                     help="Model set from models.toml (default: $UMI_EDGE_SET or 'default')."),
+        click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
+                     help="A models.toml overlaid on the bundled one (default: $UMI_EDGE_MODELS)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N."),
+        click.option("--n-ctx", type=click.IntRange(min=16), default=None, help="Context size of every role."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
+        click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = greedy."),
+        click.option("--seed", type=int, default=None, help="Sampling seed."),
+        click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _eval_load_team(ctx, set_name, models_path, overrides):
+    from .team import Team
+
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return Team.load(set_name, models=models_path, progress=True, verbose=verbose, **overrides)
+
+
+def _pct(v) -> str:
+    return "   n/a" if v is None else f"{100 * v:6.2f}"
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Measure a team: the α-UMi static (step-level) metrics, and end-to-end task success."""
+
+
+@eval_group.command("static")
+@click.argument("data", type=click.Path(exists=True))
+@_eval_team_options
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
+              help="Score this predictions.json only (ours or the reference pipeline's); runs no model.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write predictions.json here (reference shape); an existing file is resumed.")
+@click.option("--plan-label", type=click.Choice(["assistant", "planner"]), default="assistant", show_default=True,
+              help="Label of the current plan in the caller/summarizer history: 'assistant' as in training, "
+                   "'planner' as the reference static pipeline.")
+@click.pass_context
+def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
+                    predictions_path, out, plan_label):
+    """Step-level evaluation on ToolBench-format test DATA (a JSON list of {tools, instruction,
+    conversations}, or the α-UMi train-example/ folder), scored exactly as the paper's evaluator.
+
+    With --predictions, scores that file against DATA. Otherwise the team predicts every step
+    teacher-forced (planner on the gold history, then caller or summarizer once on its plan).
+    Metrics are printed ×100 like the paper; --json gives fractions.
+    """
+    from .eval import static
+
+    if predictions_path is not None:
+        given = [f for f, v in (("--set", set_name), ("--out", out), ("--limit", limit)) if v is not None]
+        if given:
+            raise click.UsageError(f"--predictions scores an existing file; {', '.join(given)} apply only to a run")
+        metrics = static.score_file(data, predictions_path)
+        run = None
+    else:
+        from tqdm import tqdm
+
+        overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
+        with _eval_load_team(ctx, set_name, models_path, overrides) as team:
+            from .protocol import get_protocol
+
+            protocol = get_protocol(team.protocol_name, plan_label=plan_label)
+            bar = tqdm(desc="eval static", unit="sample", file=sys.stderr, dynamic_ncols=True)
+
+            def progress(done, total):
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                run = static.run_static(data, team.roles, protocol=protocol, limits=team.limits, out=out,
+                                        limit=limit, progress=progress)
+            except KeyboardInterrupt:
+                saved = f"; predictions so far are in {out}, rerun the same command to resume" if out else ""
+                click.echo(f"interrupted{saved}", err=True)
+                ctx.exit(130)
+            finally:
+                bar.close()
+        metrics = run.metrics
+    if as_json:
+        emit_json({**{k: metrics[k] for k in STATIC_KEYS}, "notes": metrics["notes"]})
+        return
+    label = metrics["notes"].get("plan_label")
+    click.echo(f"samples {metrics['n_samples']}" + (f"  (current plan labelled '{label}:')" if label else ""))
+    click.echo("Plan ACC  Act. EM  Hallu.  Arg F1  (easy / hard)     R-L")
+    click.echo(f"  {_pct(metrics['plan_acc'])}   {_pct(metrics['act_em'])}  {_pct(metrics['hallu_rate'])}  "
+               f"{_pct(metrics['arg_f1'])}  ({_pct(metrics['easy_arg_f1']).strip()} / "
+               f"{_pct(metrics['hard_arg_f1']).strip()})  {_pct(metrics['rouge_l'])}")
+    if run is not None:
+        click.echo(f"predicted {run.predicted}, resumed {run.resumed}, {run.seconds:.1f} s"
+                   + (f"; predictions: {out}" if out else ""), err=True)
+    for note in metrics["notes"].get("divergences", []):
+        click.echo(f"note: {note}", err=True)
+
+
+@eval_group.command("tasks")
+@click.argument("tasks_path", metavar="TASKS", type=click.Path())
+@_eval_team_options
+@click.pass_context
+def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json):
+    """End-to-end task success on a JSONL task suite (format: `umi_edge.eval.tasks`). TASKS is a file, or
+    `demo` / `heldout` for the bundled suites. One line per task on stderr; the summary on stdout."""
+    from pathlib import Path
+
+    from .eval import tasks as etasks
+
+    path = Path(tasks_path)
+    if not path.exists() and tasks_path in ("demo", "heldout"):
+        from importlib import resources
+
+        path = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
+    task_list = etasks.load_tasks(path, limit=limit)
+    overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
+
+    def progress(done, total, r):
+        mark = "ok  " if r.success else "FAIL"
+        click.echo(f"[{done}/{total}] {mark} {r.id}: {r.status}, {r.steps} steps, {r.seconds:.1f} s"
+                   + (f" — {r.failure}" if r.failure else ""), err=True)
+
+    with _eval_load_team(ctx, set_name, models_path, overrides) as team:
+        report = etasks.run_tasks(task_list, team, progress=progress)
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"tasks {report['n_tasks']}: success {100 * report['success_rate']:.1f}%, "
+               f"give-up {100 * report['give_up_rate']:.1f}%, hallucinated calls {report['hallucinated_calls']}, "
+               f"{report['mean_steps']:.2f} steps and {report['mean_seconds']:.2f} s per task")
+    for role, t in report["mean_tokens_by_role"].items():
+        click.echo(f"  {role:<10} per task: {t['prompt']:.0f} prompt tokens ({t['reused']:.0f} reused), "
+                   f"{t['generated']:.0f} generated")
