@@ -150,7 +150,7 @@ class _Run:
         if self.constrained:
             from .protocol.grammar import caller_grammar
 
-            grammar = caller_grammar(tools)
+            grammar = caller_grammar(tools, max_tokens=self.limits.caller_tokens)  # any admitted call fits
         history: list[Turn] = [Turn("user", self.query)]
         for step in range(1, self.limits.max_steps + 1):
             self._check()
