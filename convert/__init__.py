@@ -11,7 +11,7 @@ def __getattr__(name: str):
 
         return convert
     if name == "inspect_gguf":
-        from .inspect_gguf import inspect_gguf
+        from .gguf_info import inspect_gguf
 
         return inspect_gguf
     raise AttributeError(f"module 'umi_convert' has no attribute {name!r}")

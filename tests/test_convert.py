@@ -247,7 +247,7 @@ def test_bad_wrong_shape(tiny_model, tmp_path):
     cfg["intermediate_size"] = 96
     (src / "config.json").write_text(json.dumps(cfg))
     d, out = _out(tmp_path)
-    _assert_cli_error([str(src), "-o", str(out)], "shape", "gate_proj.weight")
+    _assert_cli_error([str(src), "-o", str(out)], "shape", "model.layers.0.mlp.", "[64, 96]")
     _no_output(d)
 
 

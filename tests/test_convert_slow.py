@@ -35,7 +35,7 @@ def smollm2_hf(smollm2_gguf, tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("smollm2-hf")
     model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name,
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     model.save_pretrained(folder)
     real_bpe_tokenizer(folder, smollm2_gguf, "smollm2")
     return folder
@@ -56,7 +56,7 @@ def test_smollm2_round_trip_q8_0_top1(smollm2_hf, tmp_path):
     tok = AutoTokenizer.from_pretrained(smollm2_hf)
     ids = tok(TEXT + " " + TEXT)["input_ids"][:320]
     assert len(ids) >= 300
-    model = AutoModelForCausalLM.from_pretrained(smollm2_hf, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32).eval()
     with torch.no_grad():
         want = model(torch.tensor([ids])).logits[0].numpy()
     llm = llama_cpp.Llama(model_path=str(out), n_ctx=512, n_batch=512, logits_all=True, verbose=False)

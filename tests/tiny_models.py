@@ -51,7 +51,7 @@ def make_tiny_model(folder: Path, arch: str = "LlamaForCausalLM", *, tokenizer_d
     config = AutoConfig.for_model(model_type, **kw)
     config.architectures = [arch]
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -59,11 +59,35 @@ def make_tiny_model(folder: Path, arch: str = "LlamaForCausalLM", *, tokenizer_d
             else:
                 p.normal_(0.0, 0.15)
     model = model.to(getattr(torch, dtype))
-    kwargs = {"safe_serialization": safe}
-    if max_shard_size:
-        kwargs["max_shard_size"] = max_shard_size
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(folder, **kwargs)
+    if not safe:
+        _safetensors_to_bin(folder)
     return folder
+
+
+def _safetensors_to_bin(folder: Path) -> None:
+    """Re-save as pytorch_model.bin (torch's zip pickle), sharded with an index when the safetensors were:
+    transformers 5 no longer writes .bin, but fine-tuned checkpoints in the wild (α-UMi) are .bin."""
+    import torch
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    shards = sorted(folder.glob("model*.safetensors"))
+    if index.is_file():
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin"
+            sd = load_file(shard)
+            torch.save(sd, folder / name)
+            weight_map.update({k: name for k in sd})
+        meta = json.loads(index.read_text()).get("metadata", {})
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": meta, "weight_map": weight_map}))
+        index.unlink()
+    else:
+        torch.save(load_file(shards[0]), folder / "pytorch_model.bin")
+    for shard in shards:
+        shard.unlink()
 
 
 def load_hf(folder: Path):
@@ -71,7 +95,7 @@ def load_hf(folder: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 def read_config(folder: Path) -> dict:
