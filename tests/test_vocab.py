@@ -1,0 +1,373 @@
+"""Tokenizer conversion (umi_convert.vocab): GGUF vocab metadata equals llama.cpp's, and llama.cpp's
+tokenization of the converted vocab equals the HF reference ids (SentencePiece α-UMi legacy segmentation,
+SmolLM2 and Llama-3 byte-level BPE)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tiny_tokenizers as tt
+from umi_convert.vocab import CHECK_TEXT
+from umi_edge.errors import ConvertError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TRAIN_EXAMPLES = SHARED / "data" / "alpha-umi" / "train-example"
+CACHE = Path(__file__).parent / ".cache"
+
+# the §3.7 worked-example prompts of ../shared/docs/alpha-umi-protocol.md, verbatim
+GOLDEN_PROMPTS = {
+    'planner': (
+        'You have assess to the following apis:\n{"Name": "get_weather_for_weatherapi", "function": "This is'
+        ' the subfunction for tool \\"weatherapi\\", you can use this tool.The description of this function '
+        'is: \\"Current weather for a city\\"", "input": {"city": "string, City name"}}\n{"Name": "get_time_'
+        'for_timeapi", "function": "This is the subfunction for tool \\"timeapi\\", you can use this tool.",'
+        ' "input": {}}\n\nThe conversation history is:\nuser: What is the weather in Paris?</s>assistant: I '
+        'should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weat'
+        'her_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condit'
+        "ion': 'Cloudy'}\nYou are the assistant to plan what to do next and whether is caller's or conclusio"
+        "n's turn to answer.\nAnswer with a following format:\nThe thought of the next step, followed by Nex"
+        't: caller or conclusion or give up. assistant: '
+    ),
+    'caller': (
+        'You have assess to the following apis:\n{"Name": "get_weather_for_weatherapi", "function": "This is'
+        ' the subfunction for tool \\"weatherapi\\", you can use this tool.The description of this function '
+        'is: \\"Current weather for a city\\"", "input": {"city": "string, City name"}}\n{"Name": "get_time_'
+        'for_timeapi", "function": "This is the subfunction for tool \\"timeapi\\", you can use this tool.",'
+        ' "input": {}}\n\nThe conversation history is:\nuser: What is the weather in Paris?</s>assistant: I '
+        'should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weat'
+        'her_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condit'
+        "ion': 'Cloudy'}assistant: I should call get_time_for_timeapi.\n Next: caller.</s>\nThe thought of t"
+        'his step is:\nI should call get_time_for_timeapi.\n Next: caller.\nBase on the thought make an api '
+        'call in the following format:\nAction: the name of api that should be called in this step, should b'
+        'e exactly in [get_weather_for_weatherapi, get_time_for_timeapi],\nAction Input: the api call reques'
+        't. caller: '
+    ),
+    'summarizer': (
+        'Make a conclusion based on the conversation history:\nuser: What is the weather in Paris?</s>assist'
+        'ant: I should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: g'
+        'et_weather_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \''
+        "condition': 'Cloudy'}assistant: The weather was returned, I can now answer.\n Next: conclusion.</s>"
+        ' conclusion: '
+    ),
+}
+
+EDGE_CASES = [
+    "a</s>caller: x", " leading space", "trailing spaces  ", "\n\nnew\nlines\n", "  </s>  ", "</s></s>x",
+    "</s>", "x</s> conclusion: ", "tab\tseparated\tvalues", "Unicode: naïve café, 日本語, 🦙🚀, Ελληνικά",
+    "digits 1234567890 3.14159 -42", "{\n  \"city\": \"Paris\"\n}", "observation: {'temp_c': 18}assistant: ",
+    "Next: caller.</s>caller: Action: get_time_for_timeapi\nAction Input: {}", "   ", "\u2581literal block",
+]
+
+BPE_TEXTS = tt.corpus() + [
+    CHECK_TEXT, "Hello world! 123 4567 89", "  two  spaces   three",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|begin_of_text|>hi<|eot_id|>",
+    "def f(x):\n    return x ** 2\n\n\n", "Ünïcödé ñ 中文 العربية हिन्दी 🦙🦙 ✅", "I've 'RE 'll 'D We'Ve a'lL",
+    "tabs\t\tand\r\nCRLF", "...!!!???---===", "",
+]
+
+
+def vocab_gguf(folder: Path, out: Path, config: dict | None = None) -> Path:
+    """A vocab-only llama GGUF (minimal hparams + our tokenizer keys, no tensors), enough for a
+    `Llama(vocab_only=True)` load."""
+    import gguf
+
+    from umi_convert.vocab import write_vocab
+
+    if config is None:
+        path = folder / "config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_block_count(1)
+    w.add_context_length(4096)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_head_count_kv(4)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(16)
+    write_vocab(w, folder, config, gguf.MODEL_ARCH.LLAMA)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def load_vocab(path: Path):
+    import llama_cpp
+
+    return llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+
+
+def tokenizer_fields(path: Path) -> dict:
+    """tokenizer.* keys of a GGUF as plain Python values."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+
+
+SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
+
+
+def alpha_umi_ids(llm, prompt: str) -> list[int]:
+    """The runtime procedure of protocol §4.3: BOS, then the prompt split at special-token text, each
+    non-empty segment tokenized on its own (no BOS, no special parsing), joined by the special ids.
+    Splitting at <s>/<unk> as well as </s> is what the HF slow tokenizer does."""
+    import re
+
+    ids = [1]
+    for part in re.split("(</s>|<s>|<unk>)", prompt):
+        if part in SPECIALS:
+            ids.append(SPECIALS[part])
+        elif part:
+            ids += llm.tokenize(part.encode("utf-8"), add_bos=False, special=False)
+    return ids
+
+
+def slow_reference_ids(model_file: Path, prompt: str) -> list[int]:
+    """transformers' slow LlamaTokenizer(legacy=True) without transformers: BOS, split at the special
+    tokens (AddedToken lstrip/rstrip False keeps the spaces), SentencePiece on each segment with its own
+    dummy prefix. transformers 5 has no slow tokenizer, and its converted fast one folds the dummy prefix
+    into a leading space (' conclusion' -> '▁conclusion' instead of '▁', '▁conclusion'), so it is not the
+    reference; under transformers 4.x the test also checks the real slow tokenizer."""
+    import re
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    ids = [1]
+    for part in re.split("(</s>|<s>|<unk>)", prompt):
+        if part in SPECIALS:
+            ids.append(SPECIALS[part])
+        elif part:
+            ids += sp.encode(part)
+    return ids
+
+
+def alpha_umi_prompts() -> list[str]:
+    prompts = list(GOLDEN_PROMPTS.values()) + tt.corpus() + EDGE_CASES
+    for name in ("train_planner.json", "train_caller.json", "train_summarizer.json", "train_backbone.json"):
+        path = TRAIN_EXAMPLES / name
+        if path.is_file():
+            prompts += [r["input"] for r in json.loads(path.read_text(encoding="utf-8"))[::3]]
+    return prompts
+
+
+# --- SentencePiece (α-UMi) ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spm_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("spm")
+    tt.make_spm_tokenizer(folder)
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "vocab_size": 600, "bos_token_id": 1, "eos_token_id": 2,
+        "pad_token_id": 0,
+    }))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def spm_gguf(spm_dir, tmp_path_factory) -> Path:
+    return vocab_gguf(spm_dir, tmp_path_factory.mktemp("spm-gguf") / "vocab.gguf")
+
+
+def test_spm_metadata(spm_dir, spm_gguf):
+    import gguf
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_dir / "tokenizer.model"))
+    f = tokenizer_fields(spm_gguf)
+    assert f["tokenizer.ggml.model"] == "llama" and f["tokenizer.ggml.pre"] == "default"
+    assert f["tokenizer.ggml.tokens"] == [sp.id_to_piece(i) for i in range(sp.vocab_size())]
+    assert f["tokenizer.ggml.scores"] == pytest.approx([sp.get_score(i) for i in range(sp.vocab_size())])
+    types = f["tokenizer.ggml.token_type"]
+    assert types[:3] == [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    assert set(types[3:259]) == {gguf.TokenType.BYTE} and set(types[259:]) == {gguf.TokenType.NORMAL}
+    assert (f["tokenizer.ggml.bos_token_id"], f["tokenizer.ggml.eos_token_id"]) == (1, 2)
+    assert f["tokenizer.ggml.padding_token_id"] == 0
+    assert f["tokenizer.ggml.add_bos_token"] is True and f["tokenizer.ggml.add_eos_token"] is False
+
+
+def test_spm_pads_to_config_vocab_size(spm_dir, tmp_path):
+    """Embedding rows beyond the SentencePiece vocab become [PAD<i>] UNUSED tokens, as llama.cpp writes."""
+    import gguf
+
+    f = tokenizer_fields(vocab_gguf(spm_dir, tmp_path / "v.gguf", {"vocab_size": 604}))
+    assert f["tokenizer.ggml.tokens"][600:] == ["[PAD600]", "[PAD601]", "[PAD602]", "[PAD603]"]
+    assert f["tokenizer.ggml.token_type"][600:] == [gguf.TokenType.UNUSED] * 4
+
+
+def test_spm_literal_eos_minimal(spm_dir, spm_gguf):
+    """protocol §4.3 minimal check: exactly one id 2, followed by the ▁-prefixed pieces of 'caller'."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_dir / "tokenizer.model"))
+    ids = alpha_umi_ids(load_vocab(spm_gguf), "a</s>caller: x")
+    assert ids.count(2) == 1
+    after = [sp.id_to_piece(i) for i in ids[ids.index(2) + 1:]]
+    assert after[0].startswith("\u2581") and "".join(after).startswith("\u2581caller:")
+
+
+def test_spm_token_exact_alpha_umi(spm_dir, spm_gguf):
+    """The bar: §3.7 prompts, train-example inputs and edge cases give the slow-tokenizer ids."""
+    llm = load_vocab(spm_gguf)
+    prompts = alpha_umi_prompts()
+    assert len(prompts) > 40
+    slow = _slow_llama_tokenizer(spm_dir)
+    for prompt in prompts:
+        want = slow_reference_ids(spm_dir / "tokenizer.model", prompt)
+        assert alpha_umi_ids(llm, prompt) == want, prompt[:200]
+        if slow is not None:
+            assert slow(prompt).input_ids == want, prompt[:200]
+
+
+def test_spm_whole_prompt_special_parsing(spm_dir, spm_gguf):
+    """llama.cpp's parse_special over the whole prompt gives the same ids as the per-segment split (its
+    SPM tokenizer re-adds the space prefix after a special token): a simpler equivalent for this build."""
+    llm = load_vocab(spm_gguf)
+    for prompt in list(GOLDEN_PROMPTS.values()) + EDGE_CASES:
+        want = slow_reference_ids(spm_dir / "tokenizer.model", prompt)
+        assert llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True) == want, prompt[:200]
+
+
+def test_spm_without_special_parsing_is_wrong(spm_gguf):
+    """Tokenizing the whole prompt as plain text turns </s> into characters (why the split exists)."""
+    llm = load_vocab(spm_gguf)
+    assert 2 not in llm.tokenize(GOLDEN_PROMPTS["summarizer"].encode(), add_bos=True, special=False)
+
+
+def _slow_llama_tokenizer(folder: Path):
+    """transformers' slow LlamaTokenizer(legacy=True) where it still exists (transformers < 5)."""
+    transformers = pytest.importorskip("transformers")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return None
+    return transformers.LlamaTokenizer.from_pretrained(str(folder), use_fast=False, legacy=True)
+
+
+# --- byte-level BPE -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["smollm2", "llama3"])
+def tiny_bpe(request, tmp_path_factory) -> tuple[str, Path, Path]:
+    folder = tmp_path_factory.mktemp(f"bpe-{request.param}")
+    tt.make_bpe_tokenizer(folder, request.param)
+    return request.param, folder, vocab_gguf(folder, folder / "vocab.gguf", {})
+
+
+def hf_fast(folder: Path):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def assert_bpe_token_exact(llm, hf, texts, *, add_special: bool) -> None:
+    for text in texts:
+        want = hf(text, add_special_tokens=add_special).input_ids
+        got = llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+        assert got == want, text[:200]
+
+
+def test_tiny_bpe_pre_type_by_definition(tiny_bpe, caplog):
+    """A trained tokenizer has a hash llama.cpp does not know; its pre-tokenizer definition decides."""
+    style, folder, gguf_path = tiny_bpe
+    f = tokenizer_fields(gguf_path)
+    assert f["tokenizer.ggml.model"] == "gpt2"
+    assert f["tokenizer.ggml.pre"] == {"smollm2": "smollm", "llama3": "llama-bpe"}[style]
+    assert len(f["tokenizer.ggml.merges"]) > 0 and "tokenizer.chat_template" in f
+
+
+def test_tiny_bpe_token_exact(tiny_bpe):
+    style, folder, gguf_path = tiny_bpe
+    llm, hf = load_vocab(gguf_path), hf_fast(folder)
+    assert_bpe_token_exact(llm, hf, BPE_TEXTS, add_special=False)
+    if style == "llama3":  # add_bos_token comes from its TemplateProcessing
+        assert_bpe_token_exact(llm, hf, BPE_TEXTS, add_special=True)
+
+
+@pytest.fixture(scope="module")
+def real_smollm2(smollm2_gguf, tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("real-smollm2")
+    tt.real_bpe_tokenizer(folder, smollm2_gguf, "smollm2")
+    return folder, vocab_gguf(folder, folder / "vocab.gguf", {"vocab_size": 49152})
+
+
+def test_real_smollm2_metadata_equals_published_gguf(real_smollm2, smollm2_gguf):
+    """Every tokenizer key we write for the rebuilt SmolLM2 tokenizer equals the published GGUF's."""
+    folder, ours = real_smollm2
+    assert tokenizer_fields(ours) == tokenizer_fields(smollm2_gguf)
+
+
+def test_real_smollm2_token_exact(real_smollm2, smollm2_gguf):
+    """llama.cpp on our vocab == HF fast tokenizer, both the rebuilt tokenizer.json and transformers' own
+    reading of the published GGUF (`gguf_file=`)."""
+    transformers = pytest.importorskip("transformers")
+    folder, ours = real_smollm2
+    llm = load_vocab(ours)
+    assert_bpe_token_exact(llm, hf_fast(folder), BPE_TEXTS, add_special=True)
+    from_gguf = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    assert_bpe_token_exact(llm, from_gguf, BPE_TEXTS, add_special=False)
+
+
+@pytest.fixture(scope="module")
+def real_llama3(tmp_path_factory) -> tuple[Path, Path]:
+    try:
+        source = tt.llama3_vocab_gguf(CACHE)
+    except Exception as e:  # no network and no cache
+        pytest.skip(f"llama-cpp-python sdist unavailable: {e}")
+    folder = tmp_path_factory.mktemp("real-llama3")
+    tt.real_bpe_tokenizer(folder, source, "llama3")
+    return folder, vocab_gguf(folder, folder / "vocab.gguf", {"vocab_size": 128256})
+
+
+@pytest.mark.slow
+def test_real_llama3_token_exact(real_llama3):
+    """The real Llama-3 vocabulary: llama.cpp's hash table gives llama-bpe, and ids match HF."""
+    folder, ours = real_llama3
+    assert tokenizer_fields(ours)["tokenizer.ggml.pre"] == "llama-bpe"
+    llm, hf = load_vocab(ours), hf_fast(folder)
+    assert_bpe_token_exact(llm, hf, BPE_TEXTS, add_special=True)
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+
+
+def test_unreadable_tokenizer_model(spm_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        (bad / name).write_bytes((spm_dir / name).read_bytes())
+    (bad / "tokenizer.model").write_bytes((spm_dir / "tokenizer.model").read_bytes()[:100])
+    with pytest.raises(ConvertError, match=r"tokenizer\.model"):
+        vocab_gguf(bad, tmp_path / "v.gguf", {})
+
+
+def test_unreadable_tokenizer_json(tmp_path):
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": ')
+    with pytest.raises(ConvertError, match=r"tokenizer\.json"):
+        vocab_gguf(tmp_path, tmp_path / "v.gguf", {})
+
+
+def test_no_tokenizer(tmp_path):
+    with pytest.raises(ConvertError, match="no tokenizer.model or tokenizer.json"):
+        vocab_gguf(tmp_path, tmp_path / "v.gguf", {})
+
+
+def test_unknown_pre_tokenizer(tmp_path):
+    """A BPE whose pre-tokenizer llama.cpp has no implementation for is refused, naming the file."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(tt.corpus(), trainer=trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ConvertError, match=r"tokenizer\.json: BPE pre-tokenizer not recognized"):
+        vocab_gguf(tmp_path, tmp_path / "v.gguf", {})
+
+
+def test_token_ids_beyond_vocab_size(tiny_bpe, tmp_path):
+    _, folder, _ = tiny_bpe
+    with pytest.raises(ConvertError, match="vocab_size"):
+        vocab_gguf(folder, tmp_path / "v.gguf", {"vocab_size": 100})
