@@ -188,3 +188,13 @@ def test_encode_splits_on_eos_and_skips_empty_segments():
     calls = []
     au.encode("p</s> conclusion: ", lambda s: calls.append(s) or [0], 1, 2)
     assert calls == ["p", " conclusion: "]  # each segment tokenized on its own (own dummy prefix)
+
+
+def test_parse_call_with_registered_names_uses_the_structure():
+    text = 'Action: calc\nAction Input: {"expression": "Action: x\\nAction Input: 1"}'
+    assert au.parse_call(text).action == "x\\n"     # the reference's last-occurrence rule misreads it
+    c = au.parse_call(text, ["calc", "calculator"])
+    assert (c.action, c.arguments) == ("calc", '{"expression": "Action: x\\nAction Input: 1"}')
+    c = au.parse_call(' Action: calculator\nAction Input: {}', ["calc", "calculator"])   # longest name first
+    assert (c.action, c.arguments) == ("calculator", "{}")
+    assert au.parse_call("Action: other\nAction Input: {}", ["calc"]).action == "other"  # falls back

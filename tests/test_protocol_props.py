@@ -76,3 +76,11 @@ def test_encode_round_trips(text):
 def test_truncate_observation(text):
     out = au.truncate_observation(text, 16)
     assert out == text if len(text) <= 16 else out == text[:16] + "..."
+
+
+@FAST
+@given(_NAME, st.dictionaries(st.text(max_size=8), st.one_of(_JSON, TEXT), max_size=4), TEXT)
+def test_structured_parse_round_trips_any_arguments(name, args, noise):
+    arguments = json.dumps(args)
+    c = au.parse_call(f"Action: {name}\nAction Input: {arguments}", [name, noise])
+    assert (c.action, json.loads(c.arguments)) == (name, args)

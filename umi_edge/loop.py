@@ -171,7 +171,7 @@ class _Run:
             prompt = proto.caller_prompt(docs, history, route.plan)
             gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar)
             call_text = proto.postprocess(gen.text)
-            parsed = proto.parse_call(call_text)
+            parsed = proto.parse_call(call_text, tools.names if self.constrained else ())
             yield Call(step=step, role="caller", text=call_text, seconds=seconds, usage=Usage.of(gen),
                        tool=parsed.action, arguments=parsed.arguments)
             self._check()

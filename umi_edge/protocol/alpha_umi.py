@@ -103,8 +103,18 @@ def route(plan: str) -> Route:
     return Route(kind="caller", plan=plan + NO_MARKER_SUFFIX, marker=False)
 
 
-def parse_call(text: str) -> CallParse:
-    """§5.3 on the caller's text: last `Action:` (cut at `Action Input:`), last `Action Input:`; defaults."""
+def parse_call(text: str, names: Iterable[str] = ()) -> CallParse:
+    """§5.3 on the caller's text: last `Action:` (cut at `Action Input:`), last `Action Input:`; defaults.
+
+    With `names` (the registered tools, for grammar-constrained output), a text shaped exactly
+    `Action: <name>\nAction Input: <args>` is split by that structure first, so arguments that
+    themselves contain "Action:" are not misread as the reference's last-occurrence rule would.
+    """
+    for name in sorted(names, key=len, reverse=True):
+        head = f"Action: {name}\nAction Input:"
+        if text.lstrip().startswith(head):
+            return CallParse(action=name, arguments=text.lstrip()[len(head):].strip(), has_action=True,
+                             has_input=True)
     # The reference parses value.split("</s>")[1], i.e. the caller text up to any later `</s>`.
     text = text.split(EOS_TEXT, 1)[0]
     if text.startswith("caller: "):

@@ -20,8 +20,12 @@ ROUTE_MARKERS = ("Next: caller.", "Next: conclusion.", "Next: give up.")
 MAX_STRING = 256   # characters in an unbounded JSON string
 MAX_ITEMS = 16     # items in an unbounded JSON array
 
-# No raw U+0000-U+001F: json.loads rejects them inside strings.
-CHAR_RULE = r'[^"\\\x00-\x1F\x7F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+# JSON string characters. No raw U+0000-U+001F (json.loads rejects them). ASCII by default, other
+# characters as \uXXXX escapes (the convention of the tool docs in the prompt): llama.cpp's grammar
+# decodes malformed UTF-8 leniently, so only ASCII guarantees that every admitted byte string is valid UTF-8.
+_ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+CHAR_RULE = r'[ !#-\[\]-~] | ' + _ESCAPE
+UNICODE_CHAR_RULE = r'[^"\\\x00-\x1F\x7F\uD800-\uDFFF] | ' + _ESCAPE
 COMPACT_SPACE = '" "?'
 PRETTY_SPACE = '| " " | "\\n" [ ]{0,8}'   # admits the pretty-printed JSON α-UMi callers were trained on
 
@@ -135,13 +139,14 @@ def _fit(name: str, schema: Mapping, max_tokens: int | None, max_string: int, ma
 
 
 def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, pretty: bool = False,
-                   max_string: int = MAX_STRING, max_items: int = MAX_ITEMS) -> str:
+                   unicode: bool = False, max_string: int = MAX_STRING, max_items: int = MAX_ITEMS) -> str:
     """GBNF admitting exactly `Action: <registered name>\\nAction Input: <JSON for that tool's schema>`.
 
     `tools`: a ToolSet, Tools, or (name, parameters-schema) pairs. `max_tokens`: the caller's token budget;
     string and array bounds shrink per tool so that any admitted call fits in it (for schemas without
     free-form objects), i.e. even a random model finishes a parseable call. `pretty` also admits
     newline+indent whitespace inside the JSON (closer to the α-UMi training targets, fewer forced tokens).
+    `unicode` admits raw non-ASCII in JSON strings (a malformed byte sequence then decodes to U+FFFD).
     """
     from llama_cpp.llama_grammar import SchemaConverter  # heavy import, only when constraining
 
@@ -155,7 +160,7 @@ def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, prett
         alternatives.append(converter._add_rule(f"tool{i}", f"{literal(name + INPUT_SEPARATOR)} {args_rule}"))
     rules = dict(converter._rules)
     if "char" in rules:
-        rules["char"] = CHAR_RULE
+        rules["char"] = UNICODE_CHAR_RULE if unicode else CHAR_RULE
     rules["space"] = PRETTY_SPACE if pretty else COMPACT_SPACE
     lines = [f'root ::= " "? {literal(CALLER_PREFIX)} ( {" | ".join(alternatives)} )']
     lines += [f"{name} ::= {rule}" for name, rule in sorted(rules.items()) if name != "root"]
