@@ -425,8 +425,11 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
 @eval_group.command("tasks")
 @click.argument("tasks_path", metavar="TASKS", type=click.Path())
 @_eval_team_options
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Planner turns per task (default: the set's; a task's own max_steps wins).")
 @click.pass_context
-def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json):
+def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
+                   max_steps):
     """End-to-end task success on a JSONL task suite (format: `umi_edge.eval.tasks`). TASKS is a file, or
     `demo` / `heldout` for the bundled suites. One line per task on stderr; the summary on stdout."""
     from pathlib import Path
@@ -439,7 +442,7 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
 
         path = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
     task_list = etasks.load_tasks(path, limit=limit)
-    overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
+    overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed, max_steps=max_steps)
 
     def progress(done, total, r):
         mark = "ok  " if r.success else "FAIL"
