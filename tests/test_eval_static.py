@@ -165,3 +165,27 @@ def test_limit_and_empty_data(tmp_path):
     empty.write_text(json.dumps([{"tools": TOOLS, "conversations": [{"from": "user", "value": "q"}]}]))
     with pytest.raises(UmiError, match="no sample"):
         load_samples(empty)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    data = _data(tmp_path)
+    out = tmp_path / "preds.json"
+    run_static(data, fake_roles(planner=["a Next: give up."]), out=out, limit=1)
+    with pytest.raises(UmiError, match="plan_label='assistant'.*'planner'"):
+        run_static(data, fake_roles(), out=out, plan_label="planner")
+    with pytest.raises(UmiError, match="constrained=False.*True"):
+        run_static(data, fake_roles(), out=out, constrained=True)
+
+
+def test_constrained_caller_gets_the_tools_grammar(tmp_path):
+    data = _data(tmp_path)
+    roles = fake_roles(planner=["x Next: caller.", "y Next: caller.", "z Next: give up."],
+                       caller=['Action: t_for_x\nAction Input: {"a": "1"}'] * 2)
+    run = run_static(data, roles, constrained=True)
+    g1, g2 = roles["caller"].grammars
+    assert g1 is not None and g1 == g2 and "t_for_x" in g1 and "root ::=" in g1
+    assert roles["planner"].grammars == [None] * 3
+    assert run.metrics["notes"]["constrained_caller"] is True
+    roles = fake_roles(planner=["x Next: caller."], caller=["Action: t_for_x\nAction Input: {}"])
+    run_static(data, roles, limit=1)
+    assert roles["caller"].grammars == [None]          # the reference's unconstrained caller by default

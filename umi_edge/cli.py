@@ -363,9 +363,11 @@ def eval_group() -> None:
 @click.option("--plan-label", type=click.Choice(["assistant", "planner"]), default="assistant", show_default=True,
               help="Label of the current plan in the caller/summarizer history: 'assistant' as in training, "
                    "'planner' as the reference static pipeline.")
+@click.option("--constrained", is_flag=True,
+              help="Decode the caller under the tool-call grammar (the runtime's setting; the reference does not).")
 @click.pass_context
 def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
-                    predictions_path, out, plan_label):
+                    predictions_path, out, plan_label, constrained):
     """Step-level evaluation on ToolBench-format test DATA (a JSON list of {tools, instruction,
     conversations}, or the α-UMi train-example/ folder), scored exactly as the paper's evaluator.
 
@@ -376,7 +378,8 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
     from .eval import static
 
     if predictions_path is not None:
-        given = [f for f, v in (("--set", set_name), ("--out", out), ("--limit", limit)) if v is not None]
+        given = [f for f, v in (("--set", set_name), ("--out", out), ("--limit", limit),
+                                ("--constrained", constrained or None)) if v is not None]
         if given:
             raise click.UsageError(f"--predictions scores an existing file; {', '.join(given)} apply only to a run")
         metrics = static.score_file(data, predictions_path)
@@ -398,7 +401,7 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
 
             try:
                 run = static.run_static(data, team.roles, protocol=protocol, limits=team.limits, out=out,
-                                        limit=limit, progress=progress)
+                                        limit=limit, constrained=constrained, progress=progress)
             except KeyboardInterrupt:
                 saved = f"; predictions so far are in {out}, rerun the same command to resume" if out else ""
                 click.echo(f"interrupted{saved}", err=True)

@@ -6,7 +6,9 @@ included) and routed (§5.1, real-time rules: a marker-less plan gets " Next: ca
 or the summarizer runs once on the *predicted* plan, with the plan in its history under `plan_label`
 (`assistant:` as in training, the default; `planner:` as the reference static pipeline). Prediction
 strings follow §6.4, "asssitant: " typo included, so the paper's own evaluator can score our file.
-Generation is single-shot per role (no empty-output retries), as in the reference static pipeline.
+Generation is single-shot per role (no empty-output retries) and the caller is unconstrained by
+default, as in the reference static pipeline; `constrained=True` (`--constrained`) decodes it under the
+runtime's tool-call grammar for the sample's tools instead.
 
 `--out` is a predictions.json (a JSON list; each record has `id`, `tools`, `reference`, `predictions`
 and our extras). It is rewritten atomically every few seconds and at the end; a rerun with the same
@@ -88,15 +90,38 @@ def _generate(engine: Any, protocol: Any, prompt: str, max_tokens: int, cancel, 
     return gen
 
 
+def caller_grammar_for(tools: list, max_tokens: int, cache: dict | None = None) -> str:
+    """The constrained caller's grammar over a record's ToolBench docs (cached per distinct tool list)."""
+    import json
+
+    key = json.dumps(tools, sort_keys=True)
+    if cache is not None and key in cache:
+        return cache[key]
+    from ..protocol.grammar import caller_grammar
+    from ..tools import ToolSet
+
+    grammar = caller_grammar(ToolSet.from_toolbench(tools), max_tokens=max_tokens)
+    if cache is not None:
+        cache[key] = grammar
+    return grammar
+
+
 def predict_sample(sample: StaticSample, roles: Mapping[str, Any], protocol: Any, *, limits: Any = None,
+                   constrained: bool = False, grammars: dict | None = None,
                    cancel: threading.Event | None = None) -> dict:
-    """Run planner → (caller | summarizer | nothing) on one sample; the predictions.json record."""
+    """Run planner → (caller | summarizer | nothing) on one sample; the predictions.json record.
+
+    `constrained`: the caller decodes under the tool-call grammar of the sample's tools (the runtime's
+    setting); off by default, as in the reference static pipeline."""
     history = [{"from": w, "value": v} for w, v in sample.history]
     tokens: dict[str, dict[str, int]] = {}
     started = time.perf_counter()
 
     def run(role: str, prompt: str) -> str:
-        gen = _generate(roles[role], protocol, prompt, _max_tokens(limits, role), cancel)
+        grammar = None
+        if role == "caller" and constrained:
+            grammar = caller_grammar_for(sample.tools, _max_tokens(limits, role), grammars)
+        gen = _generate(roles[role], protocol, prompt, _max_tokens(limits, role), cancel, grammar)
         tokens[role] = {"prompt": gen.n_prompt, "generated": gen.n_generated, "truncated": gen.n_truncated}
         return protocol.postprocess_planner(gen.text)   # §4.6 steps 1-3; the static pipeline does 2-3 for all roles
 
@@ -112,11 +137,11 @@ def predict_sample(sample: StaticSample, roles: Mapping[str, Any], protocol: Any
         prediction = "asssitant: " + route.plan + "</s>caller: " + call
     return prediction_record(
         sample, prediction, planner_output=raw, route=route.kind, plan_label=protocol.plan_label,
-        tokens=tokens, seconds=round(time.perf_counter() - started, 4),
+        constrained=constrained, tokens=tokens, seconds=round(time.perf_counter() - started, 4),
     )
 
 
-def _resume(out: Path, samples: list[StaticSample]) -> dict[str, dict]:
+def _resume(out: Path, samples: list[StaticSample], settings: Mapping[str, Any]) -> dict[str, dict]:
     if not out.exists():
         return {}
     old = check_predictions(load_json(out, "predictions"), str(out))
@@ -131,6 +156,10 @@ def _resume(out: Path, samples: list[StaticSample]) -> dict[str, dict]:
         if s is not None and s.reference != rec["reference"]:
             raise UmiError(f"{out}: record {sid} has another reference than the data; it was made from "
                            "different test data, choose another --out")
+        for key, value in settings.items():
+            if rec.get(key, False if key == "constrained" else value) != value:
+                raise UmiError(f"{out}: record {sid} was predicted with {key}={rec.get(key)!r}, this run uses "
+                               f"{value!r}; use the same flags to resume, or another --out")
         done[sid] = rec
     return done
 
@@ -144,6 +173,7 @@ def run_static(
     plan_label: str = "assistant",
     out: str | os.PathLike | None = None,
     limit: int | None = None,
+    constrained: bool = False,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> StaticRun:
@@ -158,12 +188,14 @@ def run_static(
 
         protocol = get_protocol(plan_label=plan_label)
     out_path = Path(out) if out is not None else None
-    done = _resume(out_path, samples) if out_path is not None else {}
+    settings = {"plan_label": getattr(protocol, "plan_label", plan_label), "constrained": constrained}
+    done = _resume(out_path, samples, settings) if out_path is not None else {}
     resumed = sum(1 for s in samples if s.id in done)
     kept_other = [r for sid, r in done.items() if sid not in {s.id for s in samples}]
     started = time.perf_counter()
     predicted = 0
     totals: dict[str, dict[str, int]] = {}
+    grammars: dict[str, str] = {}
     last_flush = time.monotonic()
 
     def flush():
@@ -174,7 +206,8 @@ def run_static(
     try:
         for i, sample in enumerate(samples):
             if sample.id not in done:
-                rec = predict_sample(sample, roles, protocol, limits=limits, cancel=cancel)
+                rec = predict_sample(sample, roles, protocol, limits=limits, constrained=constrained,
+                                     grammars=grammars, cancel=cancel)
                 done[sample.id] = rec
                 predicted += 1
                 for role, t in rec["tokens"].items():
@@ -192,6 +225,7 @@ def run_static(
     metrics = score(done[s.id] for s in samples)
     notes = metrics["notes"]
     notes["plan_label"] = getattr(protocol, "plan_label", plan_label)
+    notes["constrained_caller"] = constrained
     if sset.missing_next_turn or sset.ignored_turns:
         notes["data"] = {"missing_next_turn": sset.missing_next_turn, "ignored_turns": sset.ignored_turns}
     return StaticRun(metrics, predicted, resumed, round(time.perf_counter() - started, 3), totals)
