@@ -79,3 +79,13 @@ def test_train_examples_missing_continuation_is_an_error():
     caller = json.loads((TRAIN / "train_caller.json").read_text())
     with pytest.raises(UmiError, match="no conclusion record"):
         records_from_train_examples(planner, caller, [])
+
+
+def test_eval_modules_import_no_heavy_dependency():
+    import subprocess
+    import sys
+
+    code = ("import sys, umi_edge.eval.static, umi_edge.eval.tasks, umi_edge.eval.demo_tasks; "
+            "print([m for m in ('llama_cpp', 'torch', 'transformers', 'gguf') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
