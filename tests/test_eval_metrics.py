@@ -179,3 +179,25 @@ def test_json_keys_exact():
     r = score([rec(fin_ref("a"), fin_pred("a"))])
     assert set(r) == {"n_samples", "plan_acc", "act_em", "hallu_rate", "arg_f1", "easy_arg_f1",
                       "hard_arg_f1", "rouge_l", "notes"}
+
+
+# --- robustness: the scorer never crashes, whatever the model wrote ---------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_piece = st.sampled_from(["Next: give up", "Next: conclusion", "Next: caller.", "</s>", "conclusion: ",
+                          "conclusion:", "Action: ", "Action Input: ", "{", "}", '"a"', ": ", "1", "get_a_for_x",
+                          "\n", ".", " ", "[", "]", "NaN", "\x00", "é"])
+_text = st.one_of(st.text(max_size=40), st.lists(_piece, max_size=16).map("".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_text, _text), min_size=1, max_size=6))
+def test_score_never_raises_and_stays_in_range(pairs):
+    r = score([rec(ref, pred) for ref, pred in pairs])
+    assert r["n_samples"] == len(pairs)
+    for k in ("plan_acc", "act_em", "hallu_rate", "rouge_l"):
+        assert 0.0 <= r[k] <= 1.0
+    for k in ("arg_f1", "easy_arg_f1", "hard_arg_f1"):
+        assert r[k] is None or 0.0 <= r[k] <= 1.0 + 1e-12
