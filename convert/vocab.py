@@ -8,8 +8,10 @@ it is exactly a known family's, where llama.cpp's converter would refuse the fol
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -264,10 +266,68 @@ def _llama_special_cases(writer, folder: Path, config: dict) -> None:
 
 def _special_vocab(gguf, folder: Path, **kwargs):
     try:
-        return gguf.SpecialVocab(folder, **kwargs)
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return _special_vocab_class(gguf)(folder, **kwargs)
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConvertError(f"{folder}: bad special-token configuration ({_first_line(e)}); "
                            "check tokenizer.json / tokenizer_config.json / config.json") from None
+
+
+def _special_vocab_class(gguf):
+    class SpecialVocab(gguf.SpecialVocab):
+        """gguf 0.19.0's SpecialVocab with the post-processor rules of the newer gguf-py that llama.cpp's
+        converter vendors (llama-cpp-python 0.3.36): a ByteLevel post-processor means no BOS/EOS, add-flags
+        the post-processor decides win over tokenizer_config's add_<typ>_token, and a template's leading
+        special token is the BOS (and CLS) when tokenizer_config names neither. gguf's own parser does the
+        work, on a view of the folder whose tokenizer_config encodes those rules."""
+
+        def _try_load_from_tokenizer_json(self, path: Path) -> bool:
+            tokenizer = _read_json(path / "tokenizer.json")
+            post = tokenizer.get("post_processor") or {}
+            processors = post.get("processors", [post]) if post else []
+            byte_level = any(p.get("type") == "ByteLevel" for p in processors)
+            config_path = path / "tokenizer_config.json"
+            if not processors or not config_path.is_file():
+                ok = super()._try_load_from_tokenizer_json(path)
+            else:
+                config = _read_json(config_path)
+                _template_bos(config, processors)
+                bare = {k: v for k, v in config.items() if not (k.startswith("add_") and k.endswith("_token"))}
+                with _folder_view(path, bare) as view:
+                    decided = set(gguf.SpecialVocab(view, special_token_types=self.special_token_types)
+                                  .add_special_token)
+                if byte_level:
+                    decided |= {"bos", "eos"}
+                kept = {k: v for k, v in config.items() if k not in {f"add_{t}_token" for t in decided}}
+                with _folder_view(path, kept) as view:
+                    ok = super()._try_load_from_tokenizer_json(view)
+            if byte_level:
+                self.add_special_token.setdefault("bos", False)
+                self.add_special_token.setdefault("eos", False)
+            return ok
+
+    return SpecialVocab
+
+
+def _template_bos(config: dict, processors: list) -> None:
+    for p in processors:
+        single = p.get("single", []) if p.get("type") == "TemplateProcessing" else []
+        first = single[0].get("SpecialToken", {}).get("id") if len(single) > 1 else None
+        if first and first not in (config.get("bos_token"), config.get("cls_token")):
+            for key in ("bos_token", "cls_token"):
+                if not config.get(key):
+                    config[key] = first
+
+
+@contextlib.contextmanager
+def _folder_view(folder: Path, tokenizer_config: dict):
+    """A temporary folder with folder's tokenizer files linked in and `tokenizer_config` written."""
+    with tempfile.TemporaryDirectory(prefix="umi-vocab-") as tmp:
+        view = Path(tmp)
+        for name in ("tokenizer.json", "chat_template.jinja", "chat_template.json", "additional_chat_templates"):
+            if (folder / name).exists():
+                (view / name).symlink_to((folder / name).resolve())
+        (view / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
+        yield view
 
 
 def _load_tokenizer(path: Path):

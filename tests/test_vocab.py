@@ -295,9 +295,11 @@ def real_smollm2(smollm2_gguf, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_real_smollm2_metadata_equals_published_gguf(real_smollm2, smollm2_gguf):
-    """Every tokenizer key we write for the rebuilt SmolLM2 tokenizer equals the published GGUF's."""
+    """Every tokenizer key we write for the rebuilt SmolLM2 tokenizer equals the published GGUF's, plus the
+    explicit add_eos_token=False that llama.cpp's current converter writes for a ByteLevel post-processor
+    (the published file predates that rule; llama.cpp's default is the same False)."""
     folder, ours = real_smollm2
-    assert tokenizer_fields(ours) == tokenizer_fields(smollm2_gguf)
+    assert tokenizer_fields(ours) == {**tokenizer_fields(smollm2_gguf), "tokenizer.ggml.add_eos_token": False}
 
 
 def test_real_smollm2_token_exact(real_smollm2, smollm2_gguf):
@@ -371,3 +373,125 @@ def test_token_ids_beyond_vocab_size(tiny_bpe, tmp_path):
     _, folder, _ = tiny_bpe
     with pytest.raises(ConvertError, match="vocab_size"):
         vocab_gguf(folder, tmp_path / "v.gguf", {"vocab_size": 100})
+
+
+# --- parity with llama.cpp's converter (--vocab-only) ---------------------------------------------------
+
+_LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 1, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 4096, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+}
+
+
+def llama_cpp_vocab(converter: Path, folder: Path, out: Path) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, str(converter), str(folder), "--vocab-only", "--outfile", str(out)],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tokenizer_fields(out)
+
+
+def _spm_variant(spm_dir: Path, folder: Path, variant: str) -> Path:
+    folder.mkdir()
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).write_bytes((spm_dir / name).read_bytes())
+    config = dict(_LLAMA_CONFIG, vocab_size=600)
+    if variant == "modern":
+        # transformers >= 4.34 layout: added_tokens_decoder flags, an added token, a user-defined piece,
+        # add_prefix_space, and ids beyond vocab_size (ignored by both)
+        config["vocab_size"] = 603
+        tc = json.loads((folder / "tokenizer_config.json").read_text())
+        tc["add_prefix_space"] = True
+        tc["added_tokens_decoder"] = {
+            "0": {"content": "<unk>", "special": True, "normalized": False, "lstrip": False, "rstrip": False},
+            "1": {"content": "<s>", "special": True, "normalized": False, "lstrip": False, "rstrip": False},
+            "2": {"content": "</s>", "special": True, "normalized": False, "lstrip": False, "rstrip": False},
+            "601": {"content": "\u2581tool", "special": False, "normalized": False, "lstrip": False, "rstrip": False},
+            "602": {"content": "<|tool|>", "special": False, "normalized": False, "lstrip": False, "rstrip": False},
+            "700": {"content": "<late>", "special": True, "normalized": False, "lstrip": False, "rstrip": False},
+        }
+        (folder / "tokenizer_config.json").write_text(json.dumps(tc))
+        (folder / "added_tokens.json").write_text(json.dumps({"<pad>": 600, "<far>": 650}))
+    elif variant == "alpha-umi-13b-summarizer":
+        (folder / "added_tokens.json").write_text(json.dumps({"<pad>": 600}))   # outside the embedding
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("variant", [
+    pytest.param("alpha-umi", marks=pytest.mark.slow),   # also covered by test_convert_parity's tiny Llama
+    pytest.param("alpha-umi-13b-summarizer", marks=pytest.mark.slow),
+    "modern",
+])
+def test_spm_vocab_equals_llama_cpp(variant, spm_dir, tmp_path, llama_cpp_converter):
+    folder = _spm_variant(spm_dir, tmp_path / "src", variant)
+    ref = llama_cpp_vocab(llama_cpp_converter, folder, tmp_path / "ref.gguf")
+    ours = tokenizer_fields(vocab_gguf(folder, tmp_path / "ours.gguf"))
+    assert ours == ref
+
+
+@pytest.mark.slow
+def test_real_bpe_vocab_equals_llama_cpp(real_smollm2, tmp_path, llama_cpp_converter):
+    folder, ours = real_smollm2
+    (folder / "config.json").write_text(json.dumps(dict(_LLAMA_CONFIG, vocab_size=49152, bos_token_id=1,
+                                                        eos_token_id=2, pad_token_id=None)))
+    ref = llama_cpp_vocab(llama_cpp_converter, folder, tmp_path / "ref.gguf")
+    assert tokenizer_fields(vocab_gguf(folder, tmp_path / "ours.gguf")) == ref
+
+
+def _bpe_variants(tmp_path: Path) -> list[Path]:
+    """Tiny BPE folders that exercise the special-token rules: post-processor vs tokenizer_config flags,
+    a template BOS the config does not name, no tokenizer_config at all."""
+    folders = []
+    for style in ("smollm2", "llama3"):
+        base = tmp_path / style
+        tt.make_bpe_tokenizer(base, style)
+        (base / "config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 2}))
+        folders.append(base)
+        for variant, edit in (
+            ("flags", lambda c: c.update(add_bos_token=True, add_eos_token=True)),
+            ("nobos", lambda c: [c.pop(k, None) for k in ("bos_token", "unk_token")]),
+            ("noconfig", None),
+        ):
+            folder = tmp_path / f"{style}-{variant}"
+            folder.mkdir()
+            (folder / "tokenizer.json").write_bytes((base / "tokenizer.json").read_bytes())
+            if edit is not None:
+                config = json.loads((base / "tokenizer_config.json").read_text())
+                edit(config)
+                (folder / "tokenizer_config.json").write_text(json.dumps(config))
+            folders.append(folder)
+    return folders
+
+
+def test_special_vocab_rules_equal_llama_cpp(tmp_path, llama_cpp_converter):
+    """Our SpecialVocab (gguf 0.19.0 + llama.cpp's newer post-processor rules) gives the ids, add-flags,
+    merges and chat template of the gguf-py that llama.cpp's converter vendors."""
+    import subprocess
+    import sys
+
+    from umi_convert import vocab
+
+    import gguf
+
+    folders = _bpe_variants(tmp_path)
+    probe = (
+        "import gguf, json, sys\n"
+        "out = []\n"
+        "for f in sys.argv[1:]:\n"
+        "    v = gguf.SpecialVocab(f, load_merges=True)\n"
+        "    out.append([v.special_token_ids, v.add_special_token, len(v.merges), v.chat_template])\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {"PYTHONPATH": str(llama_cpp_converter.parent / "gguf-py"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", probe, *map(str, folders)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for folder, want in zip(folders, json.loads(r.stdout)):
+        v = vocab._special_vocab(gguf, folder, load_merges=True)
+        got = [v.special_token_ids, v.add_special_token, len(v.merges), v.chat_template]
+        assert json.loads(json.dumps(got)) == want, folder.name
