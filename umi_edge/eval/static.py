@@ -203,6 +203,8 @@ def run_static(
             ordered = [done[s.id] for s in samples if s.id in done]
             write_json_atomic(out_path, ordered + kept_other)
 
+    if progress is not None:
+        progress(0, len(samples))
     try:
         for i, sample in enumerate(samples):
             if sample.id not in done:
