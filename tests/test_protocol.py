@@ -129,7 +129,7 @@ def test_registry():
     assert ALPHA_UMI == "alpha-umi/toolbench-v1"
     assert get_protocol().name == ALPHA_UMI
     assert get_protocol(ALPHA_UMI, doc_chars=150).doc_chars == 150
-    with pytest.raises(ConfigError, match="unknown protocol 'nope'; valid: alpha-umi/toolbench-v1"):
+    with pytest.raises(ConfigError, match="unknown protocol .nope.; valid: alpha-umi/toolbench-backbone-v1, alpha-umi/toolbench-v1"):
         get_protocol("nope")
     with pytest.raises(ConfigError, match="plan_label"):
         get_protocol(plan_label="caller")

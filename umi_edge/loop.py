@@ -17,6 +17,7 @@ from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Turn, get_protocol
 from .tools import ToolSet, as_toolset
 
+TEAM_ROLES = ("planner", "caller", "summarizer")
 CONTEXT_MARGIN = 8  # the real-time reference keeps n_ctx - max_new_tokens - 8 prompt tokens (§4.4)
 
 
@@ -135,6 +136,9 @@ class _Run:
         if proto is None or isinstance(proto, str):
             proto = get_protocol(proto or DEFAULT_PROTOCOL)
         self.proto = proto
+        if tuple(proto.roles) != TEAM_ROLES:
+            raise ConfigError(f"protocol {proto.name!r} has roles {', '.join(proto.roles)}; the team loop runs "
+                              f"{', '.join(TEAM_ROLES)}")
         missing = [r for r in proto.roles if r not in self.roles]
         if missing:
             raise ConfigError(f"no engine for role(s) {', '.join(missing)}; roles given: {', '.join(self.roles) or 'none'}")

@@ -6,12 +6,14 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from .alpha_umi import NAME as ALPHA_UMI
 from .alpha_umi import AlphaUmi
+from .backbone import NAME as BACKBONE
+from .backbone import Backbone
 from .base import CallParse, Route, Turn
 
 DEFAULT = ALPHA_UMI
 
-# name -> factory(**options); a backbone or chat-template protocol registers another line here.
-PROTOCOLS: dict[str, Callable[..., Any]] = {ALPHA_UMI: AlphaUmi}
+# name -> factory(**options); a chat-template protocol, say, would register one more line here.
+PROTOCOLS: dict[str, Callable[..., Any]] = {ALPHA_UMI: AlphaUmi, BACKBONE: Backbone}
 
 
 def get_protocol(name: str = DEFAULT, **options) -> Any:
@@ -26,4 +28,4 @@ def get_protocol(name: str = DEFAULT, **options) -> Any:
         raise ConfigError(f"protocol {name!r}: bad option ({e})") from None
 
 
-__all__ = ["ALPHA_UMI", "DEFAULT", "PROTOCOLS", "AlphaUmi", "CallParse", "Route", "Turn", "get_protocol"]
+__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "Backbone", "CallParse", "Route", "Turn", "get_protocol"]
