@@ -122,7 +122,7 @@ class Error(Event):
 class Notice(Event):
     """Something the user should know that does not stop the run.
 
-    `code`: context_truncated, suffix_match, planner_empty, route_completed, budget, cancelled.
+    `code`: context_truncated, max_tokens, suffix_match, planner_empty, budget, cancelled.
     """
 
     kind: ClassVar[str] = "notice"

@@ -33,6 +33,17 @@ class Limits:
     budget_seconds: float | None = 600.0  # wall clock per run, so a rambling model cannot hold the device
     tool_timeout: float = 30.0          # per call; local tools answer in ms, a hung one must not stall the run
 
+    def __post_init__(self):
+        for name in ("max_steps", "planner_tokens", "caller_tokens", "summarizer_tokens", "route_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"limits: {name} must be a positive integer, not {getattr(self, name)!r}")
+        for name in ("budget_seconds", "tool_timeout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"limits: {name} must be a positive number of seconds, not {value!r}")
+        if self.tool_timeout is None:
+            raise ConfigError("limits: tool_timeout must be a positive number of seconds, not None")
+
     def max_tokens(self, role: str) -> int:
         return {"planner": self.planner_tokens, "caller": self.caller_tokens,
                 "summarizer": self.summarizer_tokens, "route": self.route_tokens}[role]
@@ -246,6 +257,9 @@ class _Run:
         seconds = time.monotonic() - t
         key = engine_role or role
         self.usage[key] = self.usage.get(key, Usage()) + Usage.of(gen)
+        if gen.stop_reason == "length":
+            yield Notice(step=step, role=key, code="max_tokens",
+                         text=f"{role} output stopped at max_tokens={max_tokens}")
         if gen.n_truncated:
             yield Notice(step=step, role=key, code="context_truncated",
                          text=f"engine dropped {gen.n_truncated} prompt tokens to fit n_ctx {engine.n_ctx}")

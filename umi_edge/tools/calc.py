@@ -54,8 +54,12 @@ def evaluate(expression: str) -> int | float:
         raise CalcError("result too large") from None
     except (TypeError, ValueError) as e:
         raise CalcError(str(e)) from None
+    if isinstance(value, complex):
+        raise CalcError("the result is a complex number; only real arithmetic is supported")
     if isinstance(value, int) and abs(value) > MAX_RESULT:
         raise CalcError("result too large")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CalcError("the result is not a finite number")
     if isinstance(value, float) and math.isfinite(value):
         value = float(f"{value:.12g}")  # 0.1 + 0.2 → 0.3: binary noise only confuses a small model
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
