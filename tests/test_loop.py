@@ -240,3 +240,28 @@ def test_constrained_caller_gets_the_tool_grammar():
     run("q", roles, constrained=True, limits=Limits(max_steps=1))
     assert roles["caller"].grammars == [caller_grammar(TOOLS, max_tokens=512)]
     assert roles["planner"].grammars == [None]
+
+
+def test_limits_are_validated_and_length_stops_are_noticed():
+    from umi_edge.errors import ConfigError
+
+    for bad in ({"max_steps": 0}, {"caller_tokens": -1}, {"tool_timeout": 0}, {"budget_seconds": -1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Limits(**bad)
+    assert Limits(budget_seconds=None).budget_seconds is None
+    roles = fake_roles(planner=["go Next: caller."], caller=['Action: add\nAction Input: {"a": 1, "b": 2}'])
+    events, out = run("q", roles, limits=Limits(max_steps=1, caller_tokens=20))
+    notice = next(e for e in events if isinstance(e, Notice))
+    assert (notice.code, notice.role) == ("max_tokens", "caller")
+    assert next(e for e in events if isinstance(e, Observation)).error == "bad_arguments"   # the cut call
+
+
+def test_event_dicts_for_json_output():
+    roles = fake_roles(planner=["done Next: conclusion."], summarizer=["42"])
+    events, out = run("q", roles)
+    d = out.to_dict()
+    assert d["event"] == "outcome" and (d["status"], d["answer"], d["steps"]) == ("answered", "42", 1)
+    assert set(d["usage"]) == {"prompt", "reused", "evaluated", "generated", "forced", "truncated",
+                               "prompt_seconds", "decode_seconds"}
+    assert set(d["usage_by_role"]) == {"planner", "summarizer"}
+    assert events[0].to_dict()["event"] == "plan" and events[1].to_dict()["event"] == "answer"
