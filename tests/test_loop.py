@@ -250,7 +250,7 @@ def test_limits_are_validated_and_length_stops_are_noticed():
             Limits(**bad)
     assert Limits(budget_seconds=None).budget_seconds is None
     roles = fake_roles(planner=["go Next: caller."], caller=['Action: add\nAction Input: {"a": 1, "b": 2}'])
-    events, out = run("q", roles, limits=Limits(max_steps=1, caller_tokens=20))
+    events, out = run("q", roles, limits=Limits(max_steps=1, caller_tokens=30))
     notice = next(e for e in events if isinstance(e, Notice))
     assert (notice.code, notice.role) == ("max_tokens", "caller")
     assert next(e for e in events if isinstance(e, Observation)).error == "bad_arguments"   # the cut call
