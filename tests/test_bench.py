@@ -1,0 +1,126 @@
+"""`umi-edge bench` in a tiny configuration: the JSON report's structure, and every headline figure is a
+positive number. No timing is asserted: the figures are for people to read."""
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from umi_edge.cli import cli
+
+REQUIRED = ("memory.team_vs_single", "memory.team_vs_separate", "prefill.ratio", "decode.ratio_vs_llama_cpp_python",
+            "decode.ratio_vs_bandwidth_limit", "constrained.ratio", "cold_start.seconds")
+SECTIONS = ("machine", "memory", "prefill", "decode", "constrained", "cold_start")
+
+
+def make_tiny_gguf(path: Path, vocab_gguf: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
+    """A random-weight Llama GGUF with the real SmolLM2 BPE vocab (so prompts tokenize as they would)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(vocab_gguf))
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].contents())
+    n_head, n_head_kv, n_ff = 4, 2, 2 * n_embd
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-bench")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer.ggml."):
+            sub = field.types[1] if len(field.types) > 1 else None
+            w.add_key_value(key, field.contents(), field.types[0], sub)
+    rng = np.random.default_rng(seed)
+    kv = n_embd // n_head * n_head_kv
+
+    def t(name, *shape, scale=0.05):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    t("output.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        t(f"blk.{i}.attn_k.weight", kv, n_embd)
+        t(f"blk.{i}.attn_v.weight", kv, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory, smollm2_gguf) -> Path:
+    folder = tmp_path_factory.mktemp("bench")
+    make_tiny_gguf(folder / "tiny.gguf", smollm2_gguf)
+    (folder / "models.toml").write_text(textwrap.dedent("""
+        [models.tiny]
+        path = "tiny.gguf"
+        [sets.tiny]
+        model = "tiny"
+        max_tokens = 48
+    """))
+    return folder / "models.toml"
+
+
+def _get(report: dict, dotted: str):
+    section, key = dotted.split(".")
+    return report[section][key]
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def test_bench_tiny_json(tiny_set):
+    args = ["bench", "--set", "tiny", "--models", str(tiny_set), "--n-ctx", "2048", "--tokens", "16",
+            "--repeats", "1", "--slow-repeats", "1", "--bandwidth-mb", "32", "--json"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    for name in SECTIONS:
+        assert isinstance(report[name], dict), name
+    for key in REQUIRED:
+        assert _positive(_get(report, key)), (key, _get(report, key))
+    # every headline figure (numbers at a section's top level) is a positive number
+    for name in SECTIONS:
+        for key, v in report[name].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                assert _positive(v), (name, key, v)
+    assert report["machine"]["threads"] >= 1 and report["machine"]["llama_system_info"]
+    assert report["memory"]["team_models_loaded"] == 1     # three roles, one shared base
+    # the replay is the real loop on the scripted task: every role call is accounted, step 1 starts cold
+    steps = report["prefill"]["per_step"]
+    assert [s["role"] for s in steps] == ["planner", "caller"] * 4 + ["planner", "summarizer"]
+    assert steps[0]["reused"] == 0 and steps[0]["evaluated"] == steps[0]["prompt"]
+    assert all(s["evaluated_without_reuse"] == s["prompt"] for s in steps)
+    assert report["prefill"]["evaluated_with_reuse"] < report["prefill"]["evaluated_without_reuse"]
+    assert report["constrained"]["constrained_text"].startswith("Action: ")
+    assert "stderr" not in r.stdout and r.stderr.count("bench:") >= 6    # progress on stderr only
+
+
+def test_bench_table_and_bad_section(tiny_set):
+    r = CliRunner().invoke(cli, ["bench", "--set", "tiny", "--models", str(tiny_set), "--only", "constrained",
+                                 "--repeats", "1"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "[constrained]" in r.stdout and "with ÷ without" in r.stdout and "[memory]" not in r.stdout
+    r = CliRunner().invoke(cli, ["bench", "--only", "speed"])
+    assert r.exit_code == 1 and "unknown bench section(s) speed" in r.stderr

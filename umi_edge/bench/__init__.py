@@ -1,0 +1,116 @@
+"""`umi-edge bench`: memory, prefix reuse, decode speed, constrained decoding and cold start, as ratios
+against the baselines measured in the same run (same model, threads and n_ctx).
+
+`run_bench(BenchConfig(...)) -> dict` is the library entry; `python -m umi_edge.bench` and the CLI render it.
+Timed figures interleave the two sides (A B A B) and report medians; memory and cold start are measured in
+fresh child processes. No figure is asserted anywhere: they are printed for people to read.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+SECTIONS = ("machine", "decode", "constrained", "prefill", "memory", "cold_start")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how hard; defaults give stable medians in a few minutes on a 2-core laptop."""
+
+    set: str = "default"
+    models: str | None = None       # a models.toml overlaid on the bundled one
+    n_ctx: int = 2048               # every role and every baseline Llama
+    threads: int | None = None      # None: the engine's defaults (half the cores decode, all for prompts)
+    tokens: int = 128               # greedy decode tokens per timed run
+    repeats: int = 5                # A B pairs for decode and constrained
+    slow_repeats: int = 3           # prefill replays and cold starts (each takes seconds)
+    memory_tokens: int = 8          # the "few tokens" each Llama / role generates in the memory workload
+    bandwidth_mb: int = 512         # the read-bandwidth probe's array
+    sections: tuple[str, ...] = SECTIONS
+
+
+def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Run the selected sections; returns one JSON-ready dict: {"config", "machine", "memory", "prefill",
+    "decode", "constrained", "cold_start", "seconds"} (unselected sections are absent)."""
+    from ..errors import ConfigError
+
+    unknown = [s for s in config.sections if s not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown bench section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
+    t0 = time.perf_counter()
+    report: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}}
+    want = set(config.sections) | {"machine"}
+    from . import machine
+
+    report["machine"] = machine.machine_info(config.threads)
+    if want & {"decode", "constrained", "prefill"}:
+        _in_process(config, report, want, progress)
+    child_args = None
+    if want & {"memory", "cold_start"}:
+        child_args = _child_args(config, report)
+    if "memory" in want:
+        from .memory import memory
+
+        report["memory"] = memory(child_args, progress=progress)
+    if "cold_start" in want:
+        from .memory import cold_start
+
+        report["cold_start"] = cold_start(child_args, repeats=config.slow_repeats, progress=progress)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def _load_team(config: BenchConfig, **extra):
+    from ..team import Team
+
+    return Team.load(config.set, models=config.models, n_ctx=config.n_ctx, threads=config.threads, **extra)
+
+
+def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
+    """Decode, constrained and prefill on one greedy team (same contexts the CLI's `run` would open)."""
+    from . import decode as dec
+    from . import scenario
+    from .machine import read_bandwidth
+
+    progress(f"loading set {config.set!r} (greedy, n_ctx {config.n_ctx})")
+    with _load_team(config, temperature=0.0) as team:
+        planner = team.roles["planner"]
+        report["config"]["model"] = str(team.paths["planner"])
+        if "decode" in want:
+            progress(f"bandwidth probe ({config.bandwidth_mb} MB)")
+            bw = read_bandwidth(config.bandwidth_mb, threads=report["machine"]["threads"])
+            report["machine"]["bandwidth"] = bw
+            report["decode"] = dec.decode(
+                planner, team.paths["planner"], n_ctx=config.n_ctx, threads=config.threads,
+                n_batch=team.spec.roles["planner"].n_batch, prompt=scenario.DECODE_PROMPT, tokens=config.tokens,
+                repeats=config.repeats, bandwidth_gb_s=bw["gb_s"], progress=progress)
+        if "constrained" in want:
+            from ..protocol.grammar import caller_grammar
+
+            caller = team.roles["caller"]
+            prompt = scenario.first_prompts(team.tools, team.protocol)["caller"]
+            ids = team.protocol.encode(prompt, caller.tokenize, caller.bos_id, caller.eos_id)
+            report["constrained"] = dec.constrained(
+                caller, ids, caller_grammar(team.tools), max_tokens=team.limits.max_tokens("caller"),
+                repeats=config.repeats, progress=progress)
+        if "prefill" in want:
+            from .prefill import prefill
+
+            report["prefill"] = prefill(team.roles, team.tools, team.protocol, repeats=config.slow_repeats,
+                                        progress=progress)
+
+
+def _child_args(config: BenchConfig, report: dict) -> dict:
+    """What the memory / cold-start children need: the set, and each role's GGUF for the Llama baselines."""
+    from .. import fetch
+    from ..registry import load_registry, resolve_set
+    from . import scenario
+
+    registry = load_registry(config.models)
+    spec = resolve_set(config.set, registry=registry, overrides={"n_ctx": config.n_ctx, "threads": config.threads})
+    paths = [str(fetch.model_path(registry.model(spec.roles[r].model))) for r in ("planner", "caller", "summarizer")]
+    report["config"].setdefault("model", paths[0])
+    return {"set": config.set, "models": config.models, "n_ctx": config.n_ctx, "threads": config.threads,
+            "n_batch": spec.roles["planner"].n_batch, "paths": paths, "tokens": config.memory_tokens,
+            "prompt": scenario.QUERY}

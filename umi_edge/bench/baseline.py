@@ -1,0 +1,28 @@
+"""The baseline users would reach for without umi-edge: a stock `llama_cpp.Llama` per model."""
+from __future__ import annotations
+
+
+def stock_llama(path, *, n_ctx: int, threads: int | None = None, n_batch: int = 512):
+    """`llama_cpp.Llama` with its own defaults, except the CPU buffer-type choice our engine makes too
+    (on AMX CPUs llama.cpp's repack path crashed for Q4_1 here; see engine.llama._extra_bufts_default),
+    so both sides run the same kernels."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as L
+
+    from ..engine._native import lib
+    from ..engine.llama import _extra_bufts_default
+
+    lib()   # our quiet logger and backend init, as in the engine
+    orig = L.llama_model_default_params
+
+    def params():
+        p = orig()
+        p.use_extra_bufts = _extra_bufts_default()
+        return p
+
+    L.llama_model_default_params = params   # Llama reads its model defaults from this module
+    try:
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                               n_batch=n_batch, verbose=False)
+    finally:
+        L.llama_model_default_params = orig

@@ -1,0 +1,78 @@
+"""Workloads measured in their own process (clean peak RSS, a real cold start); run by `memory.py`.
+
+    python -m umi_edge.bench.child KIND '{"...": ...}'   → one JSON line on stdout
+
+KIND: `single` (one llama_cpp.Llama), `separate` (one Llama per role), `team` (Team.load: three roles on
+the shared base), `cold_start` (Team.load + the first planner token). Each Llama / role evaluates the same
+prompt and generates a few greedy tokens.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+T0 = time.time()    # as close to process start as Python lets us; the parent also records its spawn time
+
+
+def _llamas(args: dict, paths: list[str]) -> dict:
+    from .baseline import stock_llama
+
+    llms = [stock_llama(p, n_ctx=args["n_ctx"], threads=args["threads"], n_batch=args["n_batch"]) for p in paths]
+    for llm in llms:
+        ids = llm.tokenize(args["prompt"].encode("utf-8"), add_bos=True, special=False)
+        for _ in zip(range(args["tokens"]), llm.generate(ids, temp=0.0, top_k=0, top_p=1.0, min_p=0.0,
+                                                         repeat_penalty=1.0)):
+            pass
+    return {"instances": len(llms)}
+
+
+def _team(args: dict):
+    from ..team import Team
+
+    overrides = {"n_ctx": args["n_ctx"], "threads": args["threads"]}
+    return Team.load(args["set"], models=args.get("models"), **overrides)
+
+
+def _team_workload(args: dict) -> dict:
+    with _team(args) as team:
+        for role in team.roles.values():
+            ids = [role.bos_id] + role.tokenize(args["prompt"])
+            role.generate(ids, max_tokens=args["tokens"])
+        return {"models_loaded": len(team.models), "contexts": len(team.roles)}
+
+
+def _cold_start(args: dict) -> dict:
+    t_import = time.time()
+    from . import scenario
+
+    team = _team(args)
+    t_load = time.time()
+    planner = team.roles["planner"]
+    prompt = scenario.first_prompts(team.tools, team.protocol)["planner"]
+    ids = team.protocol.encode(prompt, planner.tokenize, planner.bos_id, planner.eos_id)
+    planner.generate(ids, max_tokens=1)
+    t_first = time.time()
+    team.close()
+    return {"t_python": T0, "t_imported": t_import, "t_loaded": t_load, "t_first_token": t_first,
+            "prompt_tokens": len(ids)}
+
+
+def main(argv: list[str]) -> int:
+    kind, args = argv[0], json.loads(argv[1])
+    if kind == "single":
+        out = _llamas(args, args["paths"][:1])
+    elif kind == "separate":
+        out = _llamas(args, args["paths"])
+    elif kind == "team":
+        out = _team_workload(args)
+    elif kind == "cold_start":
+        out = _cold_start(args)
+    else:
+        raise SystemExit(f"unknown workload {kind!r}")
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
