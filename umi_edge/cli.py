@@ -273,10 +273,17 @@ def pull_cmd(set_name, models_path, outtype, force, as_json):
 @click.option("--revision", default=None, help="Branch, tag or commit when SRC is a Hugging Face repo id.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def convert_cmd(src, out, outtype, role, revision, force, as_json):
-    """Convert a Hugging Face / PyTorch checkpoint (folder or repo id) to GGUF."""
+@click.option("--base", type=click.Path(file_okay=False), default=None,
+              help="For a PEFT LoRA adapter SRC: the base model folder (its config.json is enough); default: "
+                   "the adapter's base_model_name_or_path.")
+def convert_cmd(src, out, outtype, role, revision, force, as_json, base):
+    """Convert a Hugging Face / PyTorch checkpoint (folder or repo id), or a PEFT LoRA adapter folder, to GGUF."""
     from umi_convert import convert
+    from umi_convert.lora import is_adapter
 
+    if is_adapter(src):
+        _convert_lora_cmd(src, out, base, outtype, role, force, as_json)
+        return
     summary = convert(src, out, outtype=outtype, role=role, revision=revision, force=force,
                       progress=not as_json)
     if as_json:
@@ -289,6 +296,20 @@ def convert_cmd(src, out, outtype, role, revision, force, as_json):
                                                   if summary["role"] else ""))
     if summary["skipped"]:
         click.echo(f"skipped (not used by llama.cpp): {', '.join(summary['skipped'])}")
+
+
+def _convert_lora_cmd(src, out, base, outtype, role, force, as_json) -> None:
+    from umi_convert.lora import convert_lora
+
+    summary = convert_lora(src, out, base=base, outtype=outtype, force=force, role=role)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {summary['output']} (LoRA adapter for {summary['architecture']}, {summary['outtype']}, "
+               f"{summary['pairs']} tensor pairs, rank {'/'.join(map(str, summary['rank']))}, alpha "
+               f"{summary['alpha']:g}, {summary['size_bytes'] / 1e6:.1f} MB) in {summary['seconds']:.1f} s")
+    click.echo(f"base: {summary['base']}; source: {summary['source']}"
+               + (f"; role: {summary['role']} ({summary['protocol']})" if summary["role"] else ""))
 
 
 @cli.command("inspect")
@@ -463,3 +484,66 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
     for role, t in report["mean_tokens_by_role"].items():
         click.echo(f"  {role:<10} per task: {t['prompt']:.0f} prompt tokens ({t['reused']:.0f} reused), "
                    f"{t['generated']:.0f} generated")
+
+
+# --- bench (engineer F) -----------------------------------------------------------------------------------
+
+@cli.group("bench", invoke_without_command=True)
+@click.option("--set", "set_name", metavar="NAME", default="default", show_default=True,
+              help="Model set from models.toml to measure.")
+@click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
+              help="A models.toml overlaid on the bundled one.")
+@click.option("--n-ctx", type=click.IntRange(min=64), default=2048, show_default=True,
+              help="Context size of every role and every baseline llama_cpp.Llama.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for both sides (default: the engine's, half the cores for decoding).")
+@click.option("--tokens", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Greedy tokens per timed decode run.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved A B pairs per timed figure (decode, constrained).")
+@click.option("--slow-repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Prefill replays and cold starts (medians).")
+@click.option("--only", "sections", metavar="SECTION[,...]", default=None,
+              help="Measure only these: decode, constrained, prefill, memory, cold_start (machine always).")
+@click.option("--bandwidth-mb", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Array size of the memory read-bandwidth probe.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@click.pass_context
+def bench_cmd(ctx, set_name, models_path, n_ctx, threads, tokens, repeats, slow_repeats, sections, bandwidth_mb,
+              as_json):
+    """Measure a model set side by side with stock llama-cpp-python: memory, prefix reuse, decode speed,
+    constrained decoding and cold start, as ratios (progress on stderr, the table or JSON on stdout)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .bench import SECTIONS, BenchConfig, run_bench
+    from .bench.render import table
+
+    chosen = tuple(s.strip() for s in sections.split(",") if s.strip()) if sections else SECTIONS
+    config = BenchConfig(set=set_name, models=models_path, n_ctx=n_ctx, threads=threads, tokens=tokens,
+                         repeats=repeats, slow_repeats=slow_repeats, bandwidth_mb=bandwidth_mb, sections=chosen)
+    report = run_bench(config, progress=lambda s: click.echo(f"bench: {s}", err=True))
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(table(report))
+
+
+@bench_cmd.command("convert")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option("--outtype", default="q8_0", show_default=True, help="GGUF type both converters write.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="llama.cpp's convert_hf_to_gguf.py (default: $UMI_EDGE_LLAMA_CPP_CONVERTER); it ships in "
+                   "the llama-cpp-python sdist under vendor/llama.cpp/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def bench_convert_cmd(src, outtype, reference, as_json):
+    """Time and peak RSS of `umi-edge convert` on SRC (a local HF checkpoint folder), and of llama.cpp's
+    converter when available, with ratios (ours ÷ llama.cpp)."""
+    from umi_convert.bench import bench_convert
+
+    from .bench.render import convert_table
+
+    result = bench_convert(src, outtype=outtype, reference=reference)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(convert_table(result))
