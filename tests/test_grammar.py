@@ -37,19 +37,23 @@ def _byte_unicode() -> dict[int, str]:
     return table
 
 
-def write_byte_vocab(path) -> None:
-    """A vocab-only GGUF: byte-level BPE with the 256 bytes, EXTRA, and BOS/EOS."""
+def write_byte_vocab(path, *, n_embd: int = 0, seed: int = 0) -> None:
+    """A GGUF with a byte-level BPE vocab (the 256 bytes, EXTRA, BOS/EOS); with n_embd > 0, also the
+    random weights of a one-layer Llama, so llama.cpp can run it."""
     bu = _byte_unicode()
     tokens = ["<s>", "</s>"] + [bu[b] for b in range(256)] + ["".join(bu[b] for b in t.encode()) for t in EXTRA]
     assert len(set(tokens)) == len(tokens), "llama.cpp aborts on duplicate tokens"
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(256)
-    w.add_embedding_length(8)
+    dim = n_embd or 8
+    w.add_context_length(8192)
+    w.add_embedding_length(dim)
     w.add_block_count(1)
-    w.add_feed_forward_length(16)
+    w.add_feed_forward_length(2 * dim)
     w.add_head_count(2)
     w.add_head_count_kv(2)
+    w.add_rope_dimension_count(dim // 2)
     w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)
@@ -57,6 +61,22 @@ def write_byte_vocab(path) -> None:
     w.add_token_merges([f"{bu[ord('A')]} {bu[ord('c')]}"])
     w.add_bos_token_id(0)
     w.add_eos_token_id(1)
+    if n_embd:
+        rng = np.random.default_rng(seed)
+
+        def t(name, *shape, scale=0.3):
+            w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+        t("token_embd.weight", len(tokens), dim, scale=1.0)
+        w.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))
+        t("output.weight", len(tokens), dim, scale=0.05)   # near-uniform next-token distributions
+        w.add_tensor("blk.0.attn_norm.weight", np.ones(dim, dtype=np.float32))
+        w.add_tensor("blk.0.ffn_norm.weight", np.ones(dim, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            t(f"blk.0.{name}.weight", dim, dim)
+        t("blk.0.ffn_gate.weight", 2 * dim, dim)
+        t("blk.0.ffn_up.weight", 2 * dim, dim)
+        t("blk.0.ffn_down.weight", dim, 2 * dim)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -29,7 +29,7 @@ class Limits:
     planner_tokens: int = 512           # max_new_tokens of every reference runtime (§4.5)
     caller_tokens: int = 512
     summarizer_tokens: int = 512
-    route_tokens: int = 16              # "\n Next: conclusion." is under 10 tokens in Llama/SmolLM2 vocabs
+    route_tokens: int = 20              # "\n Next: conclusion." is 19 bytes: fits even a byte-level vocab
     budget_seconds: float | None = 600.0  # wall clock per run, so a rambling model cannot hold the device
     tool_timeout: float = 30.0          # per call; local tools answer in ms, a hung one must not stall the run
 
