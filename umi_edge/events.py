@@ -131,7 +131,11 @@ class Notice(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Outcome(Event):
-    """The last event of every run. `text` mirrors `answer` (or the reason when there is none)."""
+    """The last event of every run. `text` mirrors `answer` (or the reason when there is none).
+
+    status: answered | gave_up | max_steps | cancelled (by the caller, or the wall-clock budget: see
+    `reason`) | error (a fault of our code or the environment; the Error event before it says which).
+    """
 
     kind: ClassVar[str] = "outcome"
     status: str

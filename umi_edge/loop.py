@@ -83,10 +83,11 @@ class _Run:
         self.stop_reason = ""
         self.usage: dict[str, Usage] = {}
         self.steps = 0
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic()   # reset when the consumer starts iterating
 
     # ---- driver ---------------------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
+        self.t0 = time.monotonic()
         done = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(done,), name="umi-run-watch", daemon=True)
         watcher.start()
