@@ -43,15 +43,17 @@ class _Pair:
     scale_fix: float = 1.0         # multiplies lora_b so llama.cpp's alpha/rank equals PEFT's scale
 
 
-def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bool = False) -> dict:
+def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bool = False,
+                 role: str | None = None) -> dict:
     """Convert the PEFT adapter in `adapter_dir` to the GGUF adapter `out`; returns a summary dict.
 
     The base model's config.json comes from `base` (a folder) or else from adapter_config.json's
-    `base_model_name_or_path` when that is a local folder; no base weights are read."""
+    `base_model_name_or_path` when that is a local folder; no base weights are read. `role` records
+    umi.role / umi.protocol as for full models."""
     import gguf
 
     from .archs import get_arch
-    from .pipeline import load_config
+    from .pipeline import PROTOCOLS, ROLES, load_config
 
     t0 = time.perf_counter()
     adapter_dir = Path(adapter_dir).expanduser()
@@ -60,6 +62,8 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     if outtype not in OUTTYPES:
         raise ConvertError(f"--outtype {outtype!r} is not available for LoRA adapters (llama.cpp cannot quantize "
                            f"adapters further); choose one of: {', '.join(OUTTYPES)}")
+    if role is not None and role not in ROLES:
+        raise ConvertError(f"--role {role!r} is not a role; choose one of: {', '.join(ROLES)}")
     lparams = _adapter_config(adapter_dir)
     base_dir = _base_folder(adapter_dir, lparams, base)
     config = load_config(base_dir)
@@ -86,7 +90,7 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     for name, ref, qtype, _, _ in items:
         writer.add_tensor_info(name, tuple(ref.shape), np.dtype(np.float32), encoded_nbytes(tuple(ref.shape), qtype),
                                raw_dtype=qtype)
-    source = _write_metadata(writer, gguf, adapter_dir, base_dir, alpha, direct)
+    source = _write_metadata(writer, gguf, adapter_dir, base_dir, alpha, role and (role, PROTOCOLS[role]))
 
     tmp = _temp_output(out, force)
     try:
@@ -108,6 +112,8 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
         "pairs": len(pairs),
         "rank": sorted({int(p.a.shape[0]) for p in pairs}),
         "alpha": alpha,
+        "role": role,
+        "protocol": PROTOCOLS.get(role) if role else None,
         "size_bytes": out.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -273,7 +279,7 @@ def _temp_output(out: Path, force: bool) -> Path:
 # --- writing ------------------------------------------------------------------------------------------
 
 
-def _write_metadata(writer, gguf, adapter_dir: Path, base_dir: Path, alpha: float, direct: str) -> str:
+def _write_metadata(writer, gguf, adapter_dir: Path, base_dir: Path, alpha: float, role) -> str:
     """The keys llama.cpp's LoRA converter writes (general.*, adapter type and alpha) plus umi.*."""
     from umi_edge import __version__
 
@@ -287,6 +293,9 @@ def _write_metadata(writer, gguf, adapter_dir: Path, base_dir: Path, alpha: floa
     meta.set_gguf_meta_model(writer)
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if role:
+        writer.add_string("umi.role", role[0])
+        writer.add_string("umi.protocol", role[1])
     source = folder_digest(adapter_dir)
     writer.add_string("umi.source", source)
     writer.add_string("umi.converter", f"umi-edge {__version__}")

@@ -271,3 +271,25 @@ def test_refuses_quantized_outtype(adapter_and_base, tmp_path):
     adapter, _ = adapter_and_base
     with pytest.raises(ConvertError, match="cannot quantize adapters"):
         convert_lora(adapter, tmp_path / "a.gguf", outtype="q4_k_m")
+
+
+def test_cli_dispatches_adapters(adapter_and_base, tmp_path):
+    """`umi-edge convert ADAPTER_DIR` converts the adapter (the base from --base), role keys included."""
+    import gguf
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    adapter, base = adapter_and_base
+    _edit_config(adapter, base_model_name_or_path="someone/elsewhere")
+    out = tmp_path / "caller-lora.gguf"
+    r = CliRunner().invoke(cli, ["convert", str(adapter), "-o", str(out), "--base", str(base), "--role", "caller",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["kind"] == "lora" and summary["outtype"] == "f16"  # auto: a 16-bit type, as llama.cpp and summary["pairs"] == 4
+    fields = {k: v.contents() for k, v in gguf.GGUFReader(out).fields.items()}
+    assert fields["umi.role"] == "caller" and fields["umi.protocol"] == "alpha-umi/toolbench-v1"
+    assert fields["general.type"] == "adapter"
+    r = CliRunner().invoke(cli, ["convert", str(adapter), "-o", str(out)])
+    assert r.exit_code != 0 and "already exists" in r.output
