@@ -211,7 +211,7 @@ class _Run:
         while True:
             gen, s = yield from self._generate(step, "planner", prompt)
             usage, seconds = usage + Usage.of(gen), seconds + s
-            if not proto.is_empty(gen.text) or retries >= proto.planner_retries:
+            if not proto.is_empty(gen.text) or retries + 1 >= proto.planner_attempts:
                 break
             retries += 1
         if retries:

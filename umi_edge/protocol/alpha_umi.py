@@ -153,7 +153,7 @@ class AlphaUmi:
     plan_label: str = "assistant"       # "planner" reproduces the static pipeline's label (§6.3, §7.2)
     doc_chars: int = 256                # tool-doc `function` truncation: 256 current code, 150 test set
     observation_chars: int = 1024       # --max_observation_length of the real-time reference
-    planner_retries: int = 5            # empty planner outputs retried this often, then 'none' (§4.6)
+    planner_attempts: int = 5           # generations while the planner output is empty, then 'none' (§4.6)
 
     name = NAME
     roles = ("planner", "caller", "summarizer")
