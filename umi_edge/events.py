@@ -43,11 +43,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON-ready object (for --json): {"event": kind, ...fields}."""
-        d = {"event": self.kind}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = asdict(v) if isinstance(v, Usage) else _plain(v)
-        return d
+        return {"event": self.kind, **{f.name: _plain(getattr(self, f.name)) for f in fields(self)}}
 
 
 def _plain(v: Any) -> Any:

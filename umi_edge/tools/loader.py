@@ -27,8 +27,12 @@ def load_tools(spec: str) -> ToolSet:
                 raise ToolError(f"--tools {spec}: file {path} not found")
             mod_spec = importlib.util.spec_from_file_location(f"umi_edge_user_tools_{path.stem}", path)
             module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[mod_spec.name] = module
-            mod_spec.loader.exec_module(module)
+            sys.modules[mod_spec.name] = module  # so dataclasses/pickle inside it can find their module
+            try:
+                mod_spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(mod_spec.name, None)
+                raise
         else:
             module = importlib.import_module(module_name)
     except ToolError:
