@@ -62,6 +62,8 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     if outtype not in OUTTYPES:
         raise ConvertError(f"--outtype {outtype!r} is not available for LoRA adapters (llama.cpp cannot quantize "
                            f"adapters further); choose one of: {', '.join(OUTTYPES)}")
+    if out.exists() and not force and not out.is_dir():
+        raise ConvertError(f"{out}: already exists; pass --force to overwrite it")
     if role is not None and role not in ROLES:
         raise ConvertError(f"--role {role!r} is not a role; choose one of: {', '.join(ROLES)}")
     lparams = _adapter_config(adapter_dir)
