@@ -1,10 +1,11 @@
-"""GBNF grammars for constrained α-UMi decoding: the caller's `Action:` / `Action Input:` call over the
+r"""GBNF grammars for constrained α-UMi decoding: the caller's `Action:` / `Action Input:` call over the
 registered tools, and the planner's route marker when the model wrote none.
 
-JSON arguments come from llama-cpp-python's JSON-schema converter with three changes: JSON strings
-cannot hold raw control characters (so every call parses with json.loads), and strings and arrays
-without explicit bounds get generous ones, so even a random-weight model finishes a call in a bounded
-number of tokens. Required keys come first, in schema order. Free-form objects stay unbounded.
+JSON arguments come from llama-cpp-python's JSON-schema converter with these changes: JSON strings hold
+no raw control characters and, by default, only ASCII (other characters as \uXXXX escapes), so every call
+is valid UTF-8 and parses with json.loads; unbounded strings and arrays get bounds, shrunk per tool until
+the longest admitted call fits the caller's token budget, so even a random-weight model finishes a call.
+Required keys come first, in schema order. Free-form objects stay unbounded (no guarantee for those).
 """
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ def _bounded(schema: Any, max_string: int, max_items: int) -> Any:
     """A copy of `schema` whose unbounded strings and arrays get length limits (for the grammar only)."""
     if not isinstance(schema, Mapping):
         return schema
-    out = dict(schema)
     sub = lambda x: _bounded(x, max_string, max_items)  # noqa: E731
+    if isinstance(schema.get("type"), list):  # the converter would drop the other keywords of a type list
+        rest = {k: v for k, v in schema.items() if k != "type"}
+        return {"anyOf": [sub({**rest, "type": t}) for t in schema["type"]]}
+    out = dict(schema)
     for key in ("properties", "$defs", "definitions"):
         if isinstance(out.get(key), Mapping):
             out[key] = {k: sub(v) for k, v in out[key].items()}
