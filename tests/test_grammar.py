@@ -231,7 +231,13 @@ def test_worst_case_bound_and_literals():
     assert worst_case_bytes({"type": "string", "maxLength": 10}) == 2 + 60 + 1
     assert worst_case_bytes({"type": "array", "items": {"type": "boolean"}, "maxItems": 2}) == 2 + 2 * (6 + 2) + 1
     assert literal('a"b\\c\nd\x01') == '"a\\"b\\\\c\\nd\\x01"'
-    # bounds shrink with the budget and never undercut the schema's own limits
+    from umi_edge.protocol.grammar import _fit
+
+    for t in [*TOOLS, *_awkward_tools()]:   # every tool's longest admitted call fits the budget
+        for space in (1, 9):
+            fitted = _fit(t.name, t.parameters, 256, 256, 16, space)
+            assert worst_case_bytes(fitted, space) + len(f" Action: {t.name}\nAction Input: ") <= 256
+    # bounds shrink with the budget
     small = caller_grammar(TOOLS, max_tokens=128)
     big = caller_grammar(TOOLS, max_tokens=4096)
     assert len(small) < len(big)
