@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import textwrap
 import zipfile
@@ -319,3 +320,73 @@ def test_hf_model_needs_a_pull_first():
 def test_smollm2_fixture_is_the_verified_wheel_member(smollm2_gguf):
     assert smollm2_gguf.stat().st_size == 98362432
     assert fetch.sha256_file(smollm2_gguf) == SMOL_SHA
+
+
+# --- hf: pull = snapshot_download (replaced by a local tiny checkpoint) + the real converter ------------
+
+
+def test_pull_hf_set_converts_into_the_cache(tmp_path, tiny_model, umi_home, monkeypatch):
+    import gguf
+    import huggingface_hub
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    ckpt = tiny_model("LlamaForCausalLM", name="tiny-llama")
+    calls = []
+
+    def fake_snapshot_download(repo_id, *, revision=None, allow_patterns=None, **kw):
+        calls.append((repo_id, revision, tuple(allow_patterns or ())))
+        return str(ckpt)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    models = write(tmp_path, """
+        [models.tiny-planner]
+        source = "hf:someone/tiny-llama"
+        outtype = "f16"
+        role = "planner"
+        [sets.tiny]
+        model = "tiny-planner"
+        n_ctx = 128
+        max_tokens = 16
+    """)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["pull", "tiny", "--models", str(models), "--outtype", "q8_0", "--json"],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    (res,) = json.loads(r.stdout)["models"]
+    assert (res["model"], res["status"], res["outtype"]) == ("tiny-planner", "converted", "q8_0")
+    out = Path(res["path"])
+    assert out == umi_home / "hf" / "someone--tiny-llama" / "main" / "someone--tiny-llama.q8_0.gguf"
+    assert calls and calls[0][0] == "someone/tiny-llama" and "*.safetensors" in calls[0][2]
+    reader = gguf.GGUFReader(str(out))
+    role = reader.get_field("umi.role")
+    assert bytes(role.parts[role.data[0]]).decode() == "planner"
+    assert not [p for p in out.parent.iterdir() if ".part" in p.name]
+    # a second pull is a cache hit; --force converts again
+    r = runner.invoke(cli, ["pull", "tiny", "--models", str(models), "--outtype", "q8_0"], catch_exceptions=False)
+    assert r.exit_code == 0 and r.stdout.startswith("tiny-planner: cached ")
+    assert len(calls) == 1
+    # the set resolves to the pulled file once its outtype matches models.toml's
+    with pytest.raises(FetchError, match="is not pulled yet"):
+        fetch.model_path(load_registry(models).model("tiny-planner"))
+    r = runner.invoke(cli, ["pull", "tiny", "--models", str(models)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert fetch.model_path(load_registry(models).model("tiny-planner")).name == "someone--tiny-llama.f16.gguf"
+
+
+def test_pull_hf_download_failure_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    def offline(repo_id, **kw):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("Cannot find the requested files in the disk cache\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    models = write(tmp_path, '[models.t]\nsource = "hf:someone/tiny"\n[sets.t]\nmodel = "t"\n')
+    r = CliRunner().invoke(cli, ["pull", "t", "--models", str(models)], catch_exceptions=False)
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines()[-1] == ("Error: could not download someone/tiny from the Hugging Face hub: "
+                                "Cannot find the requested files in the disk cache")
