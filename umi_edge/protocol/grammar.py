@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any, Iterable, Mapping
+
+log = logging.getLogger(__name__)
 
 # A leading space is allowed because SentencePiece models continue "caller: " with "▁Action" (§4.2).
 CALLER_PREFIX = "Action: "
@@ -139,7 +142,12 @@ def _fit(name: str, schema: Mapping, max_tokens: int | None, max_string: int, ma
         mid = (lo + hi + 1) // 2
         trial = _bounded(dict(schema), mid, max(1, min(max_items, mid // 4)))
         lo, hi = (mid, hi) if fixed + worst_case_bytes(trial, space) <= max_tokens else (lo, mid - 1)
-    return _bounded(dict(schema), lo, max(1, min(max_items, lo // 4)))
+    fitted = _bounded(dict(schema), lo, max(1, min(max_items, lo // 4)))
+    worst = fixed + worst_case_bytes(fitted, space)
+    if worst > max_tokens:
+        log.warning("tool %s: its longest call (%s bytes) can exceed max_tokens=%d even with the tightest "
+                    "bounds; a model may be cut off mid-call", name, worst, max_tokens)
+    return fitted
 
 
 def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, pretty: bool = False,
