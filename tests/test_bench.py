@@ -124,3 +124,18 @@ def test_bench_table_and_bad_section(tiny_set):
     assert "[constrained]" in r.stdout and "with ÷ without" in r.stdout and "[memory]" not in r.stdout
     r = CliRunner().invoke(cli, ["bench", "--only", "speed"])
     assert r.exit_code == 1 and "unknown bench section(s) speed" in r.stderr
+
+
+def test_bench_convert_json_and_table(tiny_model):
+    from umi_edge.bench.render import convert_table
+
+    src = tiny_model("LlamaForCausalLM")
+    r = CliRunner().invoke(cli, ["bench", "convert", str(src), "--outtype", "f16", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["outtype"] == "f16" and result["reference"] is None
+    assert all(_positive(result["ours"][k]) for k in ("seconds", "peak_rss_mb", "size_bytes"))
+    text = convert_table(result)
+    assert "umi-edge convert" in text and "--reference PATH" in text
+    r = CliRunner().invoke(cli, ["bench", "convert", str(src / "missing")])
+    assert r.exit_code == 2 and "does not exist" in r.stderr
