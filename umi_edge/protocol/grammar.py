@@ -31,7 +31,7 @@ _ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 CHAR_RULE = r'[ !#-\[\]-~] | ' + _ESCAPE
 UNICODE_CHAR_RULE = r'[^"\\\x00-\x1F\x7F\uD800-\uDFFF] | ' + _ESCAPE
 COMPACT_SPACE = '" "?'
-PRETTY_SPACE = '| " " | "\\n" [ ]{0,8}'   # admits the pretty-printed JSON α-UMi callers were trained on
+PRETTY_SPACE = '| " " | "\\n" [ ]{0,4}'   # admits the pretty-printed JSON α-UMi callers were trained on
 
 
 def literal(text: str) -> str:
@@ -162,7 +162,7 @@ def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, prett
     """
     from llama_cpp.llama_grammar import SchemaConverter  # heavy import, only when constraining
 
-    space = 9 if pretty else 1
+    space = 5 if pretty else 1
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     alternatives = []
     for i, (name, schema) in enumerate(_tool_schemas(tools)):
