@@ -219,6 +219,9 @@ def test_context_overflow_keeps_the_last_tokens_and_says_so():
     assert len(roles["planner"].prompt_ids[0]) == 600 - 100 - 8
     assert roles["planner"].prompts[0].endswith("or give up. assistant: ")
     assert out.status == "gave_up"
+    roles = fake_roles(planner=["x Next: give up."], n_ctx=600)   # max_tokens is capped at n_ctx // 2
+    run("q", roles, limits=Limits(planner_tokens=512))
+    assert roles["planner"].max_tokens == [300] and len(roles["planner"].prompt_ids[0]) == 600 - 300 - 8
 
 
 def test_our_faults_end_with_an_error_event():

@@ -166,7 +166,7 @@ class _Run:
         if self.constrained:
             from .protocol.grammar import caller_grammar
 
-            grammar = caller_grammar(tools, max_tokens=self.limits.caller_tokens)  # any admitted call fits
+            grammar = caller_grammar(tools, max_tokens=self._max_tokens("caller"))  # any admitted call fits
         history: list[Turn] = [Turn("user", self.query)]
         for step in range(1, self.limits.max_steps + 1):
             self._check()
@@ -238,10 +238,14 @@ class _Run:
                    route_source=source, retries=retries)
         return route
 
+    def _max_tokens(self, role: str, engine_role: str | None = None) -> int:
+        """The role's limit, at most half its context (the engine enforces the same rule)."""
+        return max(1, min(self.limits.max_tokens(role), self.roles[engine_role or role].n_ctx // 2))
+
     def _generate(self, step: int, role: str, prompt, *, grammar: str | None = None, engine_role: str | None = None):
         """Encode (unless given ids), keep the reference's last n_ctx - max_tokens - 8 tokens, generate."""
         engine = self.roles[engine_role or role]
-        max_tokens = self.limits.max_tokens(role)
+        max_tokens = self._max_tokens(role, engine_role)
         ids = prompt if isinstance(prompt, list) else self.proto.encode(prompt, engine.tokenize, engine.bos_id,
                                                                           engine.eos_id)
         keep = engine.n_ctx - max_tokens - CONTEXT_MARGIN
