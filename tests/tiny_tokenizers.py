@@ -221,13 +221,14 @@ def make_bpe_tokenizer(folder: Path, style: str = "smollm2", vocab_size: int = 5
     return _assemble(tok, style, specials, Path(folder))
 
 
-def real_bpe_tokenizer(folder: Path, gguf_path: Path, style: str) -> Path:
+def real_bpe_tokenizer(folder: Path, gguf_path, style: str) -> Path:
     """The real SmolLM2 / Llama-3 tokenizer.json rebuilt from a GGUF's vocabulary and merges (the
-    pre-tokenizer, post-processor and configs from `style`); CONTROL tokens become special added tokens."""
+    pre-tokenizer, post-processor and configs from `style`); CONTROL tokens become special added tokens.
+    `gguf_path` may also be an open gguf.GGUFReader (opening a big GGUF takes seconds)."""
     import gguf
     from tokenizers import AddedToken, Tokenizer, models
 
-    reader = gguf.GGUFReader(str(gguf_path))
+    reader = gguf_path if isinstance(gguf_path, gguf.GGUFReader) else gguf.GGUFReader(str(gguf_path))
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
     types = reader.fields["tokenizer.ggml.token_type"].contents()
     merges = [tuple(m.split(" ")) for m in reader.fields["tokenizer.ggml.merges"].contents()]
