@@ -168,3 +168,14 @@ def test_load_checks_cheap_things_before_loading(fake_set, tmp_path):
     with pytest.raises(ModelError, match=r"model 'm': file .*m.gguf does not exist"):
         Team.load("fake", models=models)
     assert "spec" not in seen   # nothing reached the engine
+
+
+def test_importing_the_api_loads_no_heavy_modules():
+    import subprocess
+    import sys
+
+    code = ("import sys, umi_edge, umi_edge.team, umi_edge.registry, umi_edge.fetch, umi_edge.cli\n"
+            "umi_edge.Team\n"
+            "heavy = [m for m in ('llama_cpp', 'torch', 'transformers', 'gguf', 'umi_convert') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
