@@ -100,3 +100,30 @@ def load_hf(folder: Path):
 
 def read_config(folder: Path) -> dict:
     return json.loads((Path(folder) / "config.json").read_text())
+
+
+def llama_logits(gguf_path: Path, ids: list[int], n_ctx: int = 512) -> "np.ndarray":
+    """llama.cpp's logits for every position of `ids` (f32 KV cache, no weight repacking)."""
+    import numpy as np
+    from unittest import mock
+
+    import llama_cpp
+    from llama_cpp import llama_cpp as L
+
+    real = L.llama_model_default_params
+
+    def params():
+        p = real()
+        # llama.cpp's AMX repack path segfaults in llama_decode on our AMX test VMs (see umi_edge.engine.llama)
+        p.use_extra_bufts = False
+        return p
+
+    with mock.patch.object(L, "llama_model_default_params", params):
+        # f32 KV cache: the default f16 cache alone moves tiny models' logits by ~1e-2
+        llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True,
+                              verbose=False, type_k=0, type_v=0)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llm.close()
