@@ -390,3 +390,12 @@ def test_pull_hf_download_failure_is_one_line(tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert r.stderr.strip().splitlines()[-1] == ("Error: could not download someone/tiny from the Hugging Face hub: "
                                 "Cannot find the requested files in the disk cache")
+
+
+def test_unwritable_cache_is_a_fetch_error(tmp_path, local_index, monkeypatch):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("UMI_EDGE_HOME", str(blocker / "home"))
+    reg = load_registry(fake_models(tmp_path, "0" * 64))
+    with pytest.raises(FetchError, match=r"cannot write the model cache .*; set UMI_EDGE_HOME to a writable folder"):
+        fetch.model_path(reg.model("fake"))

