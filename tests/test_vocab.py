@@ -240,6 +240,59 @@ def test_spm_without_special_parsing_is_wrong(spm_gguf):
     assert 2 not in llm.tokenize(GOLDEN_PROMPTS["summarizer"].encode(), add_bos=True, special=False)
 
 
+@pytest.fixture(scope="module")
+def real_llama2(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(folder with the real Llama-2 tokenizer.model rebuilt from llama.cpp's ggml-vocab-llama-spm.gguf in
+    the α-UMi layout, our converted vocab GGUF, llama.cpp's own GGUF)."""
+    try:
+        source = tt.llama_cpp_vocab_gguf(CACHE, "llama-spm")
+    except Exception as e:  # no network and no cache
+        pytest.skip(f"llama-cpp-python sdist unavailable: {e}")
+    folder = tmp_path_factory.mktemp("real-llama2")
+    tt.real_spm_tokenizer(folder, source)
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "bos_token_id": 1, "eos_token_id": 2,
+        "pad_token_id": 0,
+    }))
+    return folder, vocab_gguf(folder, folder / "vocab.gguf"), source
+
+
+def test_real_llama2_rebuild_passes_llama_cpp_cases(real_llama2):
+    """The rebuilt tokenizer.model reproduces llama.cpp's own expected ids for its Llama-SPM test strings
+    (models/ggml-vocab-llama-spm.gguf.inp/.out), so it is the real Llama-2 tokenizer."""
+    import sentencepiece as spm
+
+    folder, _, source = real_llama2
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    inputs = source.with_name(source.name + ".inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    outputs = source.with_name(source.name + ".out").read_text(encoding="utf-8").strip("\n").split("\n")
+    assert len(inputs) - 1 == len(outputs) > 20
+    for text, ids in zip(inputs, outputs):
+        assert sp.encode(text) == [int(i) for i in ids.split()], repr(text)
+
+
+def test_real_llama2_metadata_equals_llama_cpp(real_llama2):
+    """Our tokenizer keys for the α-UMi (Llama-2) tokenizer equal llama.cpp's own Llama-SPM vocab file, plus
+    the pad id α-UMi's config.json adds. That file was made from a folder with tokenizer.json, which names
+    <unk>; the α-UMi layout has none, so (like llama.cpp's converter on it) no unknown id is written and
+    llama.cpp uses its SPM default, the same id 0."""
+    _, ours, source = real_llama2
+    want = {**tokenizer_fields(source), "tokenizer.ggml.padding_token_id": 0}
+    assert want.pop("tokenizer.ggml.unknown_token_id") == 0
+    assert tokenizer_fields(ours) == want
+    assert load_vocab(ours).tokenize(b"<unk>", add_bos=False, special=True) == [0]
+
+
+def test_real_llama2_token_exact_alpha_umi(real_llama2):
+    """The bar on the real α-UMi vocabulary: §3.7 prompts, train-example inputs and edge cases."""
+    folder, ours, _ = real_llama2
+    llm = load_vocab(ours)
+    for prompt in alpha_umi_prompts():
+        want = slow_reference_ids(folder / "tokenizer.model", prompt)
+        assert alpha_umi_ids(llm, prompt) == want, prompt[:200]
+        assert llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True) == want, prompt[:200]
+
+
 def _slow_llama_tokenizer(folder: Path):
     """transformers' slow LlamaTokenizer(legacy=True) where it still exists (transformers < 5)."""
     transformers = pytest.importorskip("transformers")
@@ -311,21 +364,25 @@ def test_real_smollm2_metadata_equals_published_gguf(real_smollm2, published_smo
     assert tokenizer_fields(ours) == {**published, "tokenizer.ggml.add_eos_token": False}
 
 
-def test_real_smollm2_token_exact(real_smollm2, smollm2_gguf):
-    """llama.cpp on our vocab == HF fast tokenizer, both the rebuilt tokenizer.json and transformers' own
-    reading of the published GGUF (`gguf_file=`)."""
-    transformers = pytest.importorskip("transformers")
+def test_real_smollm2_token_exact(real_smollm2):
+    """llama.cpp on our vocab == the HF fast tokenizer of the rebuilt tokenizer.json."""
     folder, ours = real_smollm2
-    llm = load_vocab(ours)
-    assert_bpe_token_exact(llm, hf_fast(folder), BPE_TEXTS, add_special=True)
+    assert_bpe_token_exact(load_vocab(ours), hf_fast(folder), BPE_TEXTS, add_special=True)
+
+
+@pytest.mark.slow
+def test_real_smollm2_token_exact_vs_transformers_gguf(real_smollm2, smollm2_gguf):
+    """... and == transformers' own tokenizer read from the published GGUF (`gguf_file=`)."""
+    transformers = pytest.importorskip("transformers")
+    _, ours = real_smollm2
     from_gguf = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
-    assert_bpe_token_exact(llm, from_gguf, BPE_TEXTS, add_special=False)
+    assert_bpe_token_exact(load_vocab(ours), from_gguf, BPE_TEXTS, add_special=False)
 
 
 @pytest.fixture(scope="module")
 def real_llama3(tmp_path_factory) -> tuple[Path, Path]:
     try:
-        source = tt.llama3_vocab_gguf(CACHE)
+        source = tt.llama_cpp_vocab_gguf(CACHE, "llama-bpe")
     except Exception as e:  # no network and no cache
         pytest.skip(f"llama-cpp-python sdist unavailable: {e}")
     folder = tmp_path_factory.mktemp("real-llama3")

