@@ -129,7 +129,7 @@ def _outcome_lines(outcome) -> list[str]:
     return lines
 
 
-def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds=None):
+def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds=None, progress=False):
     """Runs one task, rendering events; returns the Outcome. Ctrl-C cancels the task cleanly."""
     import signal
     import threading
@@ -152,6 +152,8 @@ def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds
                 sys.stdout.flush()
             elif trace and event.kind != "outcome":
                 out(_trace_line(event))
+            elif progress and event.kind != "outcome":
+                out(_trace_line(event).splitlines()[0])
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -181,8 +183,9 @@ def run_cmd(ctx, query, set_name, models_path, tools_ref, max_steps, budget_seco
                        "reason": str(e), "error_type": type(e).__name__})
         raise
     with team:
+        # on a terminal, one line per step so a long run is not silent; pipes get only the answer
         outcome = _run_one(team, query, as_json=as_json, trace=trace, out=lambda s: click.echo(s, err=True),
-                           max_steps=max_steps, budget_seconds=budget_seconds)
+                           max_steps=max_steps, budget_seconds=budget_seconds, progress=sys.stderr.isatty())
     if outcome is None:  # the loop always ends with an Outcome; guard against a broken engine anyway
         raise click.ClickException("the run ended without an outcome")
     if not as_json:
