@@ -58,6 +58,7 @@ EDGE_CASES = [
     "</s>", "x</s> conclusion: ", "tab\tseparated\tvalues", "Unicode: naïve café, 日本語, 🦙🚀, Ελληνικά",
     "digits 1234567890 3.14159 -42", "{\n  \"city\": \"Paris\"\n}", "observation: {'temp_c': 18}assistant: ",
     "Next: caller.</s>caller: Action: get_time_for_timeapi\nAction Input: {}", "   ", "\u2581literal block",
+    "observation: <p>old <s>price</s> new</p><unk> tag",  # HTML <s> in a tool response: HF makes it BOS
 ]
 
 BPE_TEXTS = tt.corpus() + [
@@ -285,12 +286,20 @@ def test_real_llama2_metadata_equals_llama_cpp(real_llama2):
 
 def test_real_llama2_token_exact_alpha_umi(real_llama2):
     """The bar on the real α-UMi vocabulary: §3.7 prompts, train-example inputs and edge cases."""
+    from umi_edge.protocol.alpha_umi import encode
+
     folder, ours, _ = real_llama2
     llm = load_vocab(ours)
+
+    def segment(text: str) -> list[int]:
+        return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
     for prompt in alpha_umi_prompts():
         want = slow_reference_ids(folder / "tokenizer.model", prompt)
         assert alpha_umi_ids(llm, prompt) == want, prompt[:200]
         assert llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True) == want, prompt[:200]
+        if "<s>" not in prompt and "<unk>" not in prompt:  # the protocol's encode splits at </s> only
+            assert encode(prompt, segment, 1, 2) == want, prompt[:200]
 
 
 def _slow_llama_tokenizer(folder: Path):
