@@ -11,7 +11,7 @@ import numpy as np
 
 from .tensor_ref import to_float32
 
-SLAB_BYTES = 32 * 1024 * 1024  # float32 bytes per slab
+SLAB_BYTES = 16 * 1024 * 1024  # float32 bytes per slab
 
 
 def encoded_nbytes(shape: tuple[int, ...], qtype) -> int:
@@ -24,9 +24,10 @@ def encoded_nbytes(shape: tuple[int, ...], qtype) -> int:
     return n // block * type_size
 
 
-def encode(src: np.ndarray, src_dtype: str, qtype, perm: np.ndarray | None = None) -> np.ndarray:
+def encode(src: np.ndarray, src_dtype: str, qtype, perm: np.ndarray | None = None, release=None) -> np.ndarray:
     """`src` (storage dtype, rows permuted by `perm` when given) encoded as `qtype`: a float array for
-    F32/F16, raw uint8 bytes for BF16 and block types."""
+    F32/F16, raw uint8 bytes for BF16 and block types. `release(start, stop)` is told when source rows
+    are done with, so their mapped pages can be dropped before the next slab."""
     import gguf
 
     Q = gguf.GGMLQuantizationType
@@ -49,6 +50,9 @@ def encode(src: np.ndarray, src_dtype: str, qtype, perm: np.ndarray | None = Non
         slab = rows[idx] if perm is None else rows[perm[idx]]
         slab = np.ascontiguousarray(slab).reshape(-1, row_len)
         out[idx] = _encode_rows(slab, src_dtype, qtype).reshape(slab.shape[0], -1).view(np.uint8)
+        del slab
+        if release is not None and perm is None:
+            release(idx.start, idx.stop)
     if qtype == Q.F32:
         return out.view(np.float32).reshape(shape)
     if qtype == Q.F16:

@@ -235,7 +235,9 @@ def _write_file(writer, items: list[_Item], path: Path, progress: bool) -> None:
         try:
             for it in items:
                 if it.ref is not None:
-                    data = encode(maps.array(it.ref), it.ref.dtype, it.qtype, it.perm)
+                    ref = it.ref
+                    data = encode(maps.array(ref), ref.dtype, it.qtype, it.perm,
+                                  release=lambda a, b, ref=ref: maps.release_rows(ref, a, b))
                 else:
                     data = encode(it.data, "F32", it.qtype)
                 writer.write_tensor_data(data)

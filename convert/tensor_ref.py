@@ -112,6 +112,23 @@ class Mmaps:
             except (OSError, ValueError):
                 pass
 
+    def release_rows(self, ref: TensorRef, start: int, stop: int) -> None:
+        """Like `release`, for rows [start, stop) of a C-contiguous tensor (pages wholly inside only)."""
+        mm = self._maps.get(ref.path)
+        if mm is None or ref.strides is not None or not ref.shape or not hasattr(mm, "madvise"):
+            return
+        row_bytes = DTYPES[ref.dtype].itemsize * (ref.numel // ref.shape[0])
+        base = ref.offset + ref.storage_offset * DTYPES[ref.dtype].itemsize
+        lo = base + start * row_bytes
+        lo += -lo % mmap.PAGESIZE
+        hi = base + stop * row_bytes
+        hi -= hi % mmap.PAGESIZE
+        if hi > lo:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
+
     def close(self) -> None:
         for mm in self._maps.values():
             try:
