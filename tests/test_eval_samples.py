@@ -89,3 +89,36 @@ def test_eval_modules_import_no_heavy_dependency():
             "print([m for m in ('llama_cpp', 'torch', 'transformers', 'gguf') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _damage(i, rec):
+    """Deterministic wrong predictions of several kinds (give up, wrong tool, wrong args, short answer)."""
+    p = rec["predictions"]
+    m = i % 7
+    if m == 1:
+        return "I am stuck. Next: give up."
+    if m == 2 and "</s>caller: " in p:
+        return p.replace("Action: ", "Action: x", 1)
+    if m == 3 and "</s>caller: " in p:
+        return p.split("Action Input:")[0] + 'Action Input: {"page": "2"}'
+    if m == 4 and "</s>conclusion: " in p:
+        head, answer = p.split("</s>conclusion: ")
+        return head + "</s>conclusion: " + " ".join(answer.split()[:8])
+    if m == 5:
+        return "asssitant: done Next: conclusion.</s>conclusion: I could not find it."
+    return p
+
+
+def test_golden_numbers_of_the_reference_evaluator():
+    """Values printed by the paper's evaluate-multi_agent.py (with rouge==1.0.1) on these predictions."""
+    preds = oracle_predictions(build_samples(records_from_train_examples(TRAIN)).samples)
+    for i, rec in enumerate(preds):
+        rec["predictions"] = _damage(i, rec)
+    r = score(preds)
+    assert r["rouge_l"] == pytest.approx(0.648627430729043, abs=1e-12)
+    assert r["plan_acc"] == pytest.approx(0.7341772151898734, abs=1e-12)
+    assert r["act_em"] == pytest.approx(0.559322033898305, abs=1e-12)
+    assert r["easy_arg_f1"] == pytest.approx(0.2558139534883721, abs=1e-12)
+    assert r["hard_arg_f1"] == pytest.approx(0.2857142857142857, abs=1e-12)
+    assert r["arg_f1"] == pytest.approx(0.3898305084745763, abs=1e-12)
+    assert r["hallu_rate"] == pytest.approx(0.10126582278481013, abs=1e-12)

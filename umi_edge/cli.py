@@ -437,7 +437,9 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
         emit_json({**{k: metrics[k] for k in STATIC_KEYS}, "notes": metrics["notes"]})
         return
     label = metrics["notes"].get("plan_label")
-    click.echo(f"samples {metrics['n_samples']}" + (f"  (current plan labelled '{label}:')" if label else ""))
+    coverage = metrics["notes"].get("coverage")
+    click.echo(f"samples {metrics['n_samples']}" + (f"  (current plan labelled '{label}:')" if label else "")
+               + (f"  ({coverage} of the data)" if coverage else ""))
     click.echo("Plan ACC  Act. EM  Hallu.  Arg F1  (easy / hard)     R-L")
     click.echo(f"  {_pct(metrics['plan_acc'])}   {_pct(metrics['act_em'])}  {_pct(metrics['hallu_rate'])}  "
                f"{_pct(metrics['arg_f1'])}  ({_pct(metrics['easy_arg_f1']).strip()} / "
