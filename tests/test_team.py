@@ -179,3 +179,10 @@ def test_importing_the_api_loads_no_heavy_modules():
             "heavy = [m for m in ('llama_cpp', 'torch', 'transformers', 'gguf', 'umi_convert') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_protocol_fails_before_loading(fake_set, tmp_path):
+    models, seen = fake_set
+    with pytest.raises(ConfigError, match=r"unknown protocol 'chatml/v0'; valid: .*alpha-umi/toolbench-v1"):
+        Team.load("fake", models=models, protocol="chatml/v0")
+    assert "spec" not in seen

@@ -75,6 +75,9 @@ class Team:
 
         registry = load_registry(models)
         spec = resolve_set(set_name, registry=registry, overrides=overrides)
+        from .protocol import get_protocol
+
+        get_protocol(spec.protocol)   # an unknown protocol name fails here, before any download or load
         toolset = to_toolset(tools if tools is not None else spec.tools)
         paths: dict[str, Path] = {}
         by_model: dict[str, Path] = {}
