@@ -2,6 +2,7 @@
 guarded execution (validated arguments, per-call timeout, deterministic results, faults as observations)."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 import threading
@@ -57,7 +58,7 @@ def _check_schema(schema: Any, where: str) -> dict:
 
     if not isinstance(schema, Mapping):
         raise ToolError(f"{where}: parameters must be a JSON-schema object, got {type(schema).__name__}")
-    schema = dict(schema)
+    schema = copy.deepcopy(dict(schema))  # ours to keep: later edits to the caller's dict do not leak in
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
@@ -90,7 +91,7 @@ class Tool:
 
     name: str
     description: str = ""
-    parameters: Mapping[str, Any] = field(default_factory=lambda: dict(EMPTY_PARAMETERS))
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     fn: Callable[..., Any] | None = None
     dispatcher: Dispatcher | None = None
     toolkit: str | None = None
