@@ -160,7 +160,6 @@ class _Run:
         idle = [t.name for t in tools if not t.executable]
         if idle:
             raise ConfigError(f"tool(s) {', '.join(idle)} have no callable or dispatcher")
-        self.toolset = tools
         docs = tools.docs(proto.doc_chars)
         grammar = None
         if self.constrained:
