@@ -198,3 +198,18 @@ def test_parse_call_with_registered_names_uses_the_structure():
     c = au.parse_call(' Action: calculator\nAction Input: {}', ["calc", "calculator"])   # longest name first
     assert (c.action, c.arguments) == ("calculator", "{}")
     assert au.parse_call("Action: other\nAction Input: {}", ["calc"]).action == "other"  # falls back
+
+
+def test_diversity_prompt_reproduces_the_training_turns():
+    turns = {t["value"] for r in _records("planner") for t in r["history"]
+             if t["from"] == "user" and t["value"].startswith("This is not the first time")}
+    assert len(turns) == 11
+    head = "Here are some previous actions candidates:\n"
+    for text in turns:
+        start = text.index(head) + len(head)
+        candidates, end = json.JSONDecoder().raw_decode(text, start)
+        rest = text[end + 1:]
+        observation = None
+        if rest.startswith("again, your former observation: "):
+            observation = rest[len("again, your former observation: "):rest.rindex("\n\nRemember you are")]
+        assert au.diversity_prompt(candidates, observation) == text

@@ -28,6 +28,15 @@ CALLER_TEMPLATE = (
 )
 SUMMARIZER_TEMPLATE = "Make a conclusion based on the conversation history:\n{history}"
 
+# §3.8 (ToolBench Tree_search_prompts.DIVERSITY_PROMPT): the user turn DFSDT adds when re-expanding a node.
+DIVERSITY_TEMPLATE = (
+    "This is not the first time you try this task, all previous trails failed.\nBefore you generate my thought "
+    "for this state, I will first show you your previous actions for this state, and then you must generate "
+    "actions that is different from all of them. Here are some previous actions candidates:\n"
+    "{previous_candidate}\nRemember you are now in the intermediate state of a trail, you will first analyze "
+    "the now state and previous action candidates, then make actions that is different from all the previous."
+)
+
 EOS_TEXT = "</s>"
 SYSTEM_PREFIX = "system: "  # training only (§4.1); no reference inference path adds it
 CUES = {"planner": " assistant: ", "caller": " caller: ", "summarizer": " conclusion: "}
@@ -127,6 +136,15 @@ def parse_call(text: str, names: Iterable[str] = ()) -> CallParse:
     else:
         action = "none"
     return CallParse(action=action, arguments=arguments, has_action=j >= 0, has_input=i >= 0)
+
+
+def diversity_prompt(candidates: Sequence[Mapping], observation: str | None = None) -> str:
+    """§3.8: the DFSDT diversity user turn. `candidates`: one {"name", "arguments", "function_output",
+    "mento-carlo-action-value"} per existing child action; `observation`: the node's, if it has one."""
+    block = json.dumps([dict(c) for c in candidates], indent=2) + "\n"
+    if observation is not None:
+        block += f"again, your former observation: {observation}\n"
+    return DIVERSITY_TEMPLATE.replace("{previous_candidate}", block)
 
 
 def truncate_observation(text: str, limit: int = 1024) -> str:
