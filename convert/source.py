@@ -62,7 +62,8 @@ def _download(repo_id: str, revision: str | None, progress: bool) -> tuple[Path,
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_META_PATTERNS + _BIN_PATTERNS))
     except Exception as e:  # huggingface_hub raises many types; all mean "could not fetch"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FetchError(f"{repo_id}" + (f"@{revision}" if revision else "") + f": download failed ({msg})") from None
+        raise FetchError(f"{repo_id}" + (f"@{revision}" if revision else "") + f": no such local folder, and the "
+                         f"Hugging Face download failed ({msg})") from None
     finally:
         if not progress:
             enable_progress_bars()

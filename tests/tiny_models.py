@@ -13,7 +13,7 @@ from pathlib import Path
 # one row per architecture: adding a family to umi_convert adds a row here
 ARCHS: dict[str, dict] = {
     "LlamaForCausalLM": dict(model_type="llama", num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-                             pretraining_tp=1),
+                             pretraining_tp=2),   # as in α-UMi's config: same maths, llama.cpp ignores it
     "MistralForCausalLM": dict(model_type="mistral", num_key_value_heads=2, rms_norm_eps=1e-5,
                                rope_theta=1000000.0, sliding_window=None),
     "Qwen2ForCausalLM": dict(model_type="qwen2", num_key_value_heads=2, rms_norm_eps=1e-6,
