@@ -14,12 +14,15 @@ from tiny_models import ARCHS, llama_logits, load_hf
 
 # source dtype / format per architecture, so the table also covers bf16 / f16 / f32 and .bin
 CASES = {
-    "LlamaForCausalLM": dict(dtype="bfloat16", safe=False),      # the α-UMi layout: one bf16 pytorch_model.bin
-    "MistralForCausalLM": dict(dtype="float16"),
-    "Qwen2ForCausalLM": dict(dtype="float32", max_shard_size="60KB"),
-    "Qwen3ForCausalLM": dict(dtype="bfloat16"),
+    "LlamaForCausalLM": ("LlamaForCausalLM", dict(dtype="bfloat16", safe=False)),  # α-UMi: one bf16 .bin
+    "Llama3": ("LlamaForCausalLM", dict(dtype="bfloat16", tie_word_embeddings=True, rope_scaling={
+        "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64, "rope_theta": 500000.0})),             # Llama-3.2 style rope_freqs
+    "MistralForCausalLM": ("MistralForCausalLM", dict(dtype="float16")),
+    "Qwen2ForCausalLM": ("Qwen2ForCausalLM", dict(dtype="float32", max_shard_size="60KB")),
+    "Qwen3ForCausalLM": ("Qwen3ForCausalLM", dict(dtype="bfloat16")),
 }
-assert set(CASES) == set(ARCHS)
+assert {arch for arch, _ in CASES.values()} == set(ARCHS)
 
 # keys whose values are descriptive, not read by llama.cpp to run the model
 _DESCRIPTIVE = ("general.name", "general.basename", "general.size_label", "general.finetune", "general.version",
@@ -64,21 +67,21 @@ def conversions(tmp_path_factory, spm_tokenizer_dir, llama_cpp_converter) -> dic
 
     root = tmp_path_factory.mktemp("parity")
     result, jobs = {}, []
-    for arch, kw in CASES.items():
-        src = make_tiny_model(root / arch, arch, tokenizer_dir=spm_tokenizer_dir, **kw)
+    for case, (arch, kw) in CASES.items():
+        src = make_tiny_model(root / case, arch, tokenizer_dir=spm_tokenizer_dir, **kw)
         for outtype in ("f16", "q8_0"):
-            ours, ref = root / f"{arch}-ours-{outtype}.gguf", root / f"{arch}-ref-{outtype}.gguf"
+            ours, ref = root / f"{case}-ours-{outtype}.gguf", root / f"{case}-ref-{outtype}.gguf"
             convert(src, ours, outtype=outtype, progress=False)
             jobs.append((src, ref, outtype))
-            result.setdefault(arch, {})[outtype] = (ours, ref)
+            result.setdefault(case, {})[outtype] = (ours, ref)
     _reference(llama_cpp_converter, jobs)
     return result
 
 
 @pytest.mark.parametrize("outtype", ["f16", "q8_0"])
-@pytest.mark.parametrize("arch", list(CASES))
-def test_byte_identical_to_llama_cpp(arch, outtype, conversions):
-    ours, ref = conversions[arch][outtype]
+@pytest.mark.parametrize("case", list(CASES))
+def test_byte_identical_to_llama_cpp(case, outtype, conversions):
+    ours, ref = conversions[case][outtype]
     t_ours, f_ours = _read(ours)
     t_ref, f_ref = _read(ref)
     assert list(t_ours) == list(t_ref)                                      # same names, same order
@@ -92,13 +95,15 @@ def test_byte_identical_to_llama_cpp(arch, outtype, conversions):
         assert f_ours[key] == value, key
 
 
-@pytest.mark.parametrize("arch", list(CASES))
-def test_f32_logits_match_transformers(arch, tiny_model, tmp_path):
+@pytest.mark.parametrize("case", list(CASES))
+def test_f32_logits_match_transformers(case, tiny_model, tmp_path):
     import torch
 
     from umi_convert import convert
 
-    src = tiny_model(arch, dtype="float32", seed=1)
+    arch, kw = CASES[case]
+    kw = {k: v for k, v in kw.items() if k not in ("dtype", "safe", "max_shard_size")}
+    src = tiny_model(arch, dtype="float32", seed=1, **kw)
     out = tmp_path / "f32.gguf"
     convert(src, out, outtype="f32", progress=False)
     model = load_hf(src)
