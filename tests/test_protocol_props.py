@@ -59,7 +59,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 def test_parse_call_round_trips_well_formed_calls(name, args, pretty):
     arguments = json.dumps(args, indent=2 if pretty else None)
     c = au.parse_call(f"Action: {name}\nAction Input: {arguments}")
-    if "Action:" not in arguments and "Action Input:" not in arguments:
+    if not any(m in arguments for m in ("Action:", "Action Input:", "</s>")):   # the reference cuts at these
         assert (c.action, json.loads(c.arguments)) == (name, args)
 
 
