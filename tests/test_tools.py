@@ -137,6 +137,7 @@ def test_serialization_is_deterministic():
 @pytest.mark.parametrize("arguments,problem", [
     ("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"), ('{"a": "x"}', "a: 'x' is not of type"),
     ("{}", "'a' is a required property"), ('{"a": 1, "zz": 0}', "Additional properties"),
+    ('{"a": 1e999, "b": 1}', "out of range"), ('{"a": NaN, "b": 1}', "NaN is not JSON"),
 ])
 def test_argument_validation(arguments, problem):
     args, why = parse_arguments(arguments, add.parameters)

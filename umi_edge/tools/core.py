@@ -50,7 +50,7 @@ def serialize(value: Any) -> str:
     try:
         return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"a {type(value).__name__} result is not JSON-serializable ({e})") from None
+        raise TypeError(f"a {type(value).__name__} that is not JSON-serializable ({e})") from None
 
 
 def _check_schema(schema: Any, where: str) -> dict:
@@ -211,6 +211,17 @@ class Tool:
             return done(fault(f"{self.name} returned {e}"), "not_json")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_arguments(arguments: str, schema: Mapping) -> tuple[dict, str | None]:
     """(args, None) or ({}, problem): JSON-parse the model's argument text and validate it; never raises."""
     import jsonschema
@@ -220,7 +231,7 @@ def parse_arguments(arguments: str, schema: Mapping) -> tuple[dict, str | None]:
         args: Any = {}
     else:
         try:
-            args = json.loads(text, strict=False)
+            args = json.loads(text, strict=False, parse_float=_finite, parse_constant=_no_constant)
         except (ValueError, RecursionError) as e:
             return {}, f"not valid JSON ({e})"
     if not isinstance(args, dict):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import unicodedata
 from functools import lru_cache
 from importlib import resources
@@ -109,6 +110,8 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
         result = _from_kelvin(_to_kelvin(value, src), dst)
     else:
         result = value * fa / fb
+    if not math.isfinite(result):
+        raise ValueError("the result is out of range")
     return {"value": value, "from_unit": src, "to_unit": dst, "result": float(f"{result:.10g}")}
 
 
