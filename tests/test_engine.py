@@ -1,0 +1,450 @@
+"""The llama.cpp engine on tiny random-weight GGUFs built here: one model shared by several role contexts,
+prefix reuse accounting, LoRA on one context only, grammar-constrained output, cancel, overflow, bad files."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+gguf = pytest.importorskip("gguf")
+np = pytest.importorskip("numpy")
+
+from umi_edge.engine.base import Sampling  # noqa: E402
+from umi_edge.engine.llama import LlamaBackend  # noqa: E402
+from umi_edge.errors import ModelError  # noqa: E402
+
+# multi-character tokens (with merges) so tokenization is not just bytes
+WORDS = ["Action", ": ", "calc", "ulator", "\nAction Input: ", '{"', '": "', '"}', "country", "_info", "hello", " world"]
+
+
+def _byte_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character table (how byte-level BPE vocabularies store bytes)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + n)
+            n += 1
+    return table
+
+
+def write_tiny_llama(path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0, out_scale: float = 0.5) -> None:
+    """A random-weight Llama GGUF (F32) with a byte-level BPE vocab: bytes + WORDS + BOS/EOS."""
+    bu = _byte_unicode()
+    words = ["".join(bu[b] for b in w.encode()) for w in WORDS]
+    tokens = ["<s>", "</s>"] + [bu[b] for b in range(256)] + words
+    merges = []
+    for w in words:     # left-to-right merges building each word, each intermediate a token too
+        for i in range(2, len(w) + 1):
+            if w[:i] not in tokens:
+                tokens.append(w[:i])
+            merges.append(f"{w[:i - 1]} {w[i - 1]}")
+    merges = list(dict.fromkeys(merges))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(2 * n_embd)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_rope_dimension_count(n_embd // 4)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL] * (len(tokens) - 2))
+    w.add_token_merges(merges)
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(1)
+    rng = np.random.default_rng(seed)
+    kv = n_embd // 2
+
+    def t(name, *shape, scale=0.2):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", len(tokens), n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    t("output.weight", len(tokens), n_embd, scale=out_scale)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        t(f"blk.{i}.attn_k.weight", kv, n_embd)
+        t(f"blk.{i}.attn_v.weight", kv, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        t(f"blk.{i}.ffn_gate.weight", 2 * n_embd, n_embd)
+        t(f"blk.{i}.ffn_up.weight", 2 * n_embd, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, 2 * n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_tiny_lora(path, *, n_embd: int = 64, n_layer: int = 2, rank: int = 4, seed: int = 7) -> None:
+    """A random LoRA adapter GGUF on attn_q of every layer (llama.cpp layout: lora_a (r, in), lora_b (out, r))."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    rng = np.random.default_rng(seed)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_q.weight.lora_a", (rng.standard_normal((rank, n_embd)) * 0.5).astype(np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight.lora_b", (rng.standard_normal((n_embd, rank)) * 0.5).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("engine")
+    write_tiny_llama(d / "tiny.gguf")
+    write_tiny_llama(d / "other.gguf", n_embd=32, seed=3)
+    write_tiny_llama(d / "flat.gguf", seed=5, out_scale=0.02)   # near-uniform next-token distributions
+    write_tiny_lora(d / "lora.gguf")
+    return d
+
+
+@pytest.fixture(scope="module")
+def backend(files):
+    with LlamaBackend() as be:
+        yield be
+
+
+@pytest.fixture(scope="module")
+def model(backend, files):
+    return backend.load_model(files / "tiny.gguf")
+
+
+_n = iter(range(10**6))
+
+
+def new_role(backend, model, **kw):
+    kw.setdefault("n_ctx", 512)
+    kw.setdefault("n_threads", 1)
+    return backend.new_role(model, name=f"r{next(_n)}", **kw)
+
+
+def prompt(model, text: str) -> list[int]:
+    return [model.bos_id] + model.tokenize(text)
+
+
+# -- sharing ----------------------------------------------------------------------------------------------
+
+def _mapped_bytes(path) -> int:
+    real = os.path.realpath(path)
+    total = 0
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5].strip() == real:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                total += hi - lo
+    return total
+
+
+def test_three_roles_share_one_model_mapped_once(files, tmp_path):
+    link = tmp_path / "link.gguf"
+    link.symlink_to(files / "tiny.gguf")
+    with LlamaBackend() as be:
+        m = be.load_model(files / "tiny.gguf")
+        assert be.load_model(link) is m          # same real path: loaded once
+        roles = [be.new_role(m, name=n, n_ctx=256, n_threads=1) for n in ("planner", "caller", "summarizer")]
+        assert len(be.models) == 1
+        assert {r.model.ptr for r in roles} == {m.ptr}
+        assert len({r.ctx for r in roles}) == 3      # each role its own context (own KV cache)
+        size = os.path.getsize(files / "tiny.gguf")
+        mapped = _mapped_bytes(files / "tiny.gguf")
+        assert 0 < mapped < 2 * size, "the GGUF should be memory-mapped exactly once"
+        for r in roles:
+            r.generate(prompt(m, "hello world"), max_tokens=3)
+        assert _mapped_bytes(files / "tiny.gguf") == mapped
+    assert _mapped_bytes(files / "tiny.gguf") == 0   # closing the backend unmaps it
+
+
+def test_closed_role_refuses(files):
+    with LlamaBackend() as be:
+        m = be.load_model(files / "tiny.gguf")
+        r = be.new_role(m, name="x", n_ctx=128, n_threads=1)
+    with pytest.raises(ModelError, match="closed"):
+        r.generate([m.bos_id], max_tokens=1)
+
+
+# -- prefix reuse -----------------------------------------------------------------------------------------
+
+def test_prefix_reuse_counts(backend, model):
+    r = new_role(backend, model)
+    p1 = prompt(model, "hello world, Action: calc")
+    g1 = r.generate(p1, max_tokens=6)
+    assert (g1.n_prompt, g1.n_reused, g1.n_evaluated) == (len(p1), 0, len(p1))
+    assert g1.n_generated == len(g1.tokens) == 6 and g1.stop_reason == "length"
+    # the KV holds the prompt and every generated token but the last (never decoded)
+    assert r.cached_tokens == tuple(p1) + g1.tokens[:-1]
+
+    p2 = p1 + list(g1.tokens) + model.tokenize(" world")
+    g2 = r.generate(p2, max_tokens=4)
+    assert g2.n_reused == len(p1) + len(g1.tokens) - 1
+    assert g2.n_evaluated == len(p2) - g2.n_reused
+
+    g3 = r.generate(p2, max_tokens=4)       # the same prompt again: only the last token is re-evaluated
+    assert (g3.n_reused, g3.n_evaluated) == (len(p2) - 1, 1)
+    assert g3.tokens == g2.tokens
+
+    p4 = p2[:5] + model.tokenize("country")  # diverges after 5 tokens
+    g4 = r.generate(p4, max_tokens=2)
+    assert (g4.n_reused, g4.n_evaluated) == (5, len(p4) - 5)
+
+    r.reset()
+    assert r.generate(p4, max_tokens=1).n_reused == 0
+
+
+def test_reuse_on_and_off_give_the_same_greedy_output(backend, model):
+    on, off = new_role(backend, model), new_role(backend, model, prefix_reuse=False)
+    history = prompt(model, "hello")
+    for step in range(4):
+        a = on.generate(history, max_tokens=8)
+        b = off.generate(history, max_tokens=8)
+        assert a.tokens == b.tokens, f"step {step}"
+        assert b.n_reused == 0 and b.n_evaluated == len(history)
+        if step:
+            assert a.n_evaluated < len(history) // 2
+        history = history + list(a.tokens) + model.tokenize(" world")
+
+
+# -- sampling ---------------------------------------------------------------------------------------------
+
+def test_seeded_sampling_is_reproducible(backend, model):
+    p = prompt(model, "hello")
+    s = Sampling(temperature=1.0, top_p=0.95, top_k=50, min_p=0.01, seed=42)
+    a = new_role(backend, model, sampling=s).generate(p, max_tokens=24)
+    b = new_role(backend, model, sampling=s).generate(p, max_tokens=24)
+    c = new_role(backend, model, sampling=Sampling(temperature=1.0, seed=43)).generate(p, max_tokens=24)
+    assert a.tokens == b.tokens
+    assert a.tokens != c.tokens
+
+
+def test_first_eos_is_kept_and_generation_continues(backend, model, monkeypatch):
+    """The reference's force_generate: an EOS sampled first is fed back; a later EOS stops."""
+    r = new_role(backend, model)
+    script = iter([model.eos_id, 10, 11, model.eos_id, 12])
+    monkeypatch.setattr(r, "_sample", lambda g: next(script))
+    g = r.generate(prompt(model, "hello"), max_tokens=10)
+    assert g.tokens == (model.eos_id, 10, 11)
+    assert g.stop_reason == "eos"
+    assert g.text == model.detokenize([10, 11])
+    assert r.cached_tokens[-3:] == (model.eos_id, 10, 11)
+
+
+# -- LoRA -------------------------------------------------------------------------------------------------
+
+def test_lora_changes_only_its_own_context(backend, model, files):
+    adapter = backend.load_adapter(model, files / "lora.gguf")
+    assert backend.load_adapter(model, files / "lora.gguf") is adapter
+    base1 = new_role(backend, model)
+    tuned = new_role(backend, model, adapter=adapter)
+    base2 = new_role(backend, model)
+    p = prompt(model, "hello world")
+    logits = {}
+    for name, r in (("base1", base1), ("tuned", tuned), ("base2", base2)):
+        r.generate(p, max_tokens=0)
+        logits[name] = r.last_logits()
+    assert np.array_equal(logits["base1"], logits["base2"])      # bit-identical
+    assert np.abs(logits["tuned"] - logits["base1"]).max() > 1e-3
+    base1.reset()
+    base1.generate(p, max_tokens=0)
+    assert np.array_equal(base1.last_logits(), logits["base2"])  # the adapter never leaked into base contexts
+
+
+def test_adapter_for_another_base_is_refused(backend, files):
+    other = backend.load_model(files / "other.gguf")
+    with pytest.raises(ModelError, match="refused adapter") as e:
+        backend.load_adapter(other, files / "lora.gguf")
+    assert "\n" not in str(e.value)
+
+
+def test_adapter_must_match_the_roles_model(backend, model, files):
+    other = backend.load_model(files / "other.gguf")
+    adapter = backend.load_adapter(model, files / "lora.gguf")
+    with pytest.raises(ModelError, match="was loaded for"):
+        backend.new_role(other, name="mismatch", adapter=adapter)
+
+
+# -- grammar ----------------------------------------------------------------------------------------------
+
+GRAMMAR = r'''root ::= "Action: " ( calc | country )
+calc ::= "calculator\nAction Input: {\"expression\": \"" [0-9+*/ ]{1,12} "\"}"
+country ::= "country_info\nAction Input: {\"country\": \"" [A-Za-z]{1,10} "\"}"
+'''
+GRAMMAR_RE = re.compile(r'Action: (calculator\nAction Input: \{"expression": "[0-9+*/ ]{1,12}"\}'
+                        r'|country_info\nAction Input: \{"country": "[A-Za-z]{1,10}"\})')
+
+
+def test_grammar_output_always_matches_even_at_random(backend, files):
+    model = backend.load_model(files / "flat.gguf")
+    roles = [new_role(backend, model, sampling=Sampling(temperature=1.0, seed=s)) for s in range(3)]
+    p = prompt(model, "hello world")
+    seen = set()
+    for i in range(12):
+        g = roles[i % 3].generate(p, max_tokens=120, grammar=GRAMMAR)
+        assert GRAMMAR_RE.fullmatch(g.text), g.text
+        assert g.stop_reason == "eos"
+        assert g.n_forced > 0 and g.n_forced < g.n_generated
+        json.loads(g.text.split("Action Input: ", 1)[1])
+        seen.add(g.text.split("\n")[0])
+    assert len(seen) == 2   # both branches reachable: forcing never takes a choice away from the model
+
+
+def test_grammar_forces_fixed_text_in_one_batch(backend, model, monkeypatch):
+    one_tool = 'root ::= "Action: calculator\\nAction Input: {\\"expression\\": \\"" [0-9]{1,3} "\\"}"'
+    r = new_role(backend, model, sampling=Sampling(temperature=1.0, seed=1))
+    calls = []
+    real = r._decode
+    monkeypatch.setattr(r, "_decode", lambda ids: (calls.append(len(ids)), real(ids))[1])
+    p = prompt(model, "hello")
+    r.generate(p, max_tokens=0)
+    calls.clear()
+    g = r.generate(p, max_tokens=60, grammar=one_tool)
+    assert re.fullmatch(r'Action: calculator\nAction Input: \{"expression": "[0-9]{1,3}"\}', g.text), g.text
+    prefix = 'Action: calculator\nAction Input: {"expression": "'
+    # all but the last token of the fixed prefix are forced, and go to llama.cpp in a single decode
+    n_prefix = len(model.tokenize(prefix)) - 1
+    assert g.n_forced >= n_prefix > 5
+    assert calls[0] == 1                        # the prompt's last token, re-evaluated for fresh logits
+    assert calls[1] >= n_prefix
+
+
+def test_bad_grammar_is_a_clear_error(backend, model):
+    from umi_edge.errors import ToolError
+
+    r = new_role(backend, model)
+    with pytest.raises(ToolError, match="grammar"):
+        r.generate(prompt(model, "hello"), max_tokens=4, grammar="root ::= (")
+
+
+# -- cancel and overflow ----------------------------------------------------------------------------------
+
+class CancelAfter(threading.Event):
+    """Reports set after `n` checks: a deterministic stand-in for a cancel from another thread."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_cancel_between_tokens(backend, model):
+    r = new_role(backend, model)
+    p = prompt(model, "hello")
+    g = r.generate(p, max_tokens=50, cancel=CancelAfter(1 + 5))   # 1 prompt batch check, then 5 tokens
+    assert g.stop_reason == "cancelled"
+    assert 0 < g.n_generated <= 6
+
+
+def test_cancel_between_prompt_batches_keeps_kv_consistent(backend, model):
+    r = new_role(backend, model, n_batch=8)
+    p = prompt(model, "hello world " * 12)
+    assert len(p) > 24
+    g = r.generate(p, max_tokens=5, cancel=CancelAfter(2))
+    assert (g.stop_reason, g.n_evaluated, g.n_generated) == ("cancelled", 16, 0)
+    assert r.cached_tokens == tuple(p[:16])
+    g2 = r.generate(p, max_tokens=3)
+    assert (g2.n_reused, g2.n_evaluated) == (16, len(p) - 16)
+    fresh = new_role(backend, model, n_batch=8)
+    assert fresh.generate(p, max_tokens=3).tokens == g2.tokens
+
+
+def test_already_cancelled(backend, model):
+    ev = threading.Event()
+    ev.set()
+    g = new_role(backend, model).generate(prompt(model, "hello"), max_tokens=5, cancel=ev)
+    assert (g.stop_reason, g.n_generated, g.n_evaluated) == ("cancelled", 0, 0)
+
+
+def test_overflow_keeps_the_last_tokens(backend, model):
+    r = new_role(backend, model, n_ctx=256)
+    n_ctx = r.n_ctx
+    p = prompt(model, "hello world " * 200)
+    assert len(p) > n_ctx
+    g = r.generate(p, max_tokens=16)
+    keep = n_ctx - 16 - 8
+    assert g.n_truncated == len(p) - keep and g.n_prompt == keep
+    assert r.cached_tokens[:keep] == tuple(p[-keep:])
+    assert g.n_generated == 16
+    # max_tokens beyond the context is capped (half the context), never a crash
+    g = r.generate(p, max_tokens=10_000)
+    assert g.n_prompt + g.n_generated <= n_ctx and g.n_generated == n_ctx // 2
+
+
+# -- threads ----------------------------------------------------------------------------------------------
+
+def test_roles_generate_in_parallel_threads(backend, model):
+    a, b = new_role(backend, model), new_role(backend, model)
+    pa, pb = prompt(model, "hello"), prompt(model, "country")
+    want = (a.generate(pa, max_tokens=12).tokens, b.generate(pb, max_tokens=12).tokens)
+    a.reset(), b.reset()
+    got = {}
+    threads = [threading.Thread(target=lambda k, r, p: got.__setitem__(k, r.generate(p, max_tokens=12).tokens),
+                                args=(k, r, p)) for k, r, p in ((0, a, pa), (1, b, pb))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (got[0], got[1]) == want
+
+
+# -- bad input --------------------------------------------------------------------------------------------
+
+def _one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_bad_model_files(backend, files, tmp_path):
+    with pytest.raises(ModelError, match="not found") as e:
+        backend.load_model(tmp_path / "missing.gguf")
+    assert "missing.gguf" in _one_line(e)
+
+    text = tmp_path / "notes.gguf"
+    text.write_text("this is not a model\n")
+    with pytest.raises(ModelError, match="not a GGUF") as e:
+        backend.load_model(text)
+    assert "notes.gguf" in _one_line(e)
+
+    with pytest.raises(ModelError, match="LoRA adapter") as e:
+        backend.load_model(files / "lora.gguf")
+    _one_line(e)
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes((files / "tiny.gguf").read_bytes()[:6000])
+    with pytest.raises(ModelError, match="cut.gguf") as e:
+        backend.load_model(cut)
+    _one_line(e)
+
+
+def test_bad_adapter_files(backend, model, files, tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        backend.load_adapter(model, tmp_path / "nope.gguf")
+    with pytest.raises(ModelError, match="not a LoRA adapter") as e:
+        backend.load_adapter(model, files / "tiny.gguf")
+    _one_line(e)
+
+
+def test_bad_role_settings(backend, model):
+    with pytest.raises(ModelError, match="kv_type"):
+        backend.new_role(model, name="kv", kv_type="q3")
+    r = new_role(backend, model)
+    with pytest.raises(ModelError, match="already exists"):
+        backend.new_role(model, name=r.name)
