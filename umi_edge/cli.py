@@ -493,7 +493,7 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
 
 # --- bench (engineer F) -----------------------------------------------------------------------------------
 
-@cli.group("bench", invoke_without_command=True)
+@cli.group("bench", cls=_Group, invoke_without_command=True)
 @click.option("--set", "set_name", metavar="NAME", default="default", show_default=True,
               help="Model set from models.toml to measure.")
 @click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,

@@ -85,6 +85,9 @@ def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
                 planner, team.paths["planner"], n_ctx=config.n_ctx, threads=config.threads,
                 n_batch=team.spec.roles["planner"].n_batch, prompt=scenario.DECODE_PROMPT, tokens=config.tokens,
                 repeats=config.repeats, bandwidth_gb_s=bw["gb_s"], progress=progress)
+            d = report["decode"]
+            progress(f"decode: {d['umi_edge_tok_s']} vs {d['llama_cpp_python_tok_s']} tok/s "
+                     f"(ratio {d['ratio_vs_llama_cpp_python']}; {d['ratio_vs_bandwidth_limit']} of the bandwidth limit)")
         if "constrained" in want:
             from ..protocol.grammar import caller_grammar
 
@@ -94,11 +97,16 @@ def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
             report["constrained"] = dec.constrained(
                 caller, ids, caller_grammar(team.tools), max_tokens=team.limits.max_tokens("caller"),
                 repeats=config.repeats, progress=progress)
+            c = report["constrained"]
+            progress(f"constrained: {c['constrained_tok_s']} vs {c['unconstrained_tok_s']} tok/s (ratio {c['ratio']})")
         if "prefill" in want:
             from .prefill import prefill
 
             report["prefill"] = prefill(team.roles, team.tools, team.protocol, repeats=config.slow_repeats,
                                         progress=progress)
+            f = report["prefill"]
+            progress(f"prefill: evaluated {f['evaluated_with_reuse']} of {f['evaluated_without_reuse']} prompt tokens "
+                     f"(ratio {f['ratio']}, steps 2+ {f['ratio_after_first_step']}, next task {f['ratio_next_task']})")
 
 
 def _child_args(config: BenchConfig, report: dict) -> dict:

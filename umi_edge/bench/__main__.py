@@ -1,7 +1,7 @@
-"""`python -m umi_edge.bench [OPTIONS]` runs the same command as `umi-edge bench [OPTIONS]`."""
+"""`python -m umi_edge.bench [OPTIONS]` is `umi-edge bench [OPTIONS]`."""
 import sys
 
-from ..cli import cli
+from ..cli import bench_cmd
 
 if __name__ == "__main__":
-    cli(["bench", *sys.argv[1:]], prog_name="python -m umi_edge.bench")
+    sys.exit(bench_cmd.main(sys.argv[1:], prog_name="python -m umi_edge.bench"))

@@ -53,6 +53,8 @@ def memory(args: dict, *, progress: Callable[[str], None] = lambda s: None) -> d
             out["team_models_loaded"] = result["models_loaded"]
     out["team_vs_single"] = round(out["team_mb"] / out["single_mb"], 4)
     out["team_vs_separate"] = round(out["team_mb"] / out["separate_mb"], 4)
+    progress(f"memory: single {out['single_mb']} MB, separate {out['separate_mb']} MB, team {out['team_mb']} MB "
+             f"(team/single {out['team_vs_single']})")
     return out
 
 
