@@ -230,9 +230,15 @@ _LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
     r"|\s+(?!\S)|\s+"
 )
+_QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 # pre-tokenizer definitions of the families whose llama.cpp pre-types are verified against real tokenizers
+# (tests rebuild each real vocabulary and check llama.cpp's hash gives the same name)
 PRE_SPECS = {
     "llama-bpe": (None, (("Split", _LLAMA3_REGEX, "Isolated", False), ("ByteLevel", False, False))),
+    "qwen2": ("NFC", (("Split", _QWEN2_REGEX, "Isolated", False), ("ByteLevel", False, False))),
     "smollm": (None, (("Digits", True), ("ByteLevel", False, True))),
     "gpt-2": (None, (("ByteLevel", False, True),)),
 }

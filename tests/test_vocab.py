@@ -313,7 +313,7 @@ def _slow_llama_tokenizer(folder: Path):
 # --- byte-level BPE -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["smollm2", "llama3"])
+@pytest.fixture(scope="module", params=["smollm2", "llama3", "qwen2"])
 def tiny_bpe(request, tmp_path_factory) -> tuple[str, Path, Path]:
     folder = tmp_path_factory.mktemp(f"bpe-{request.param}")
     tt.make_bpe_tokenizer(folder, request.param)
@@ -337,7 +337,7 @@ def test_tiny_bpe_pre_type_by_definition(tiny_bpe, caplog):
     style, folder, gguf_path = tiny_bpe
     f = tokenizer_fields(gguf_path)
     assert f["tokenizer.ggml.model"] == "gpt2"
-    assert f["tokenizer.ggml.pre"] == {"smollm2": "smollm", "llama3": "llama-bpe"}[style]
+    assert f["tokenizer.ggml.pre"] == {"smollm2": "smollm", "llama3": "llama-bpe", "qwen2": "qwen2"}[style]
     assert len(f["tokenizer.ggml.merges"]) > 0 and "tokenizer.chat_template" in f
 
 
@@ -406,6 +406,31 @@ def test_real_llama3_token_exact(real_llama3):
     assert tokenizer_fields(ours)["tokenizer.ggml.pre"] == "llama-bpe"
     llm, hf = load_vocab(ours), hf_fast(folder)
     assert_bpe_token_exact(llm, hf, BPE_TEXTS, add_special=True)
+
+
+@pytest.mark.slow
+def test_real_qwen2_token_exact(tmp_path):
+    """The real Qwen2 vocabulary (llama.cpp's ggml-vocab-qwen2.gguf): llama.cpp's hash table gives qwen2,
+    the vocabulary round-trips, and ids match HF."""
+    try:
+        source = tt.llama_cpp_vocab_gguf(CACHE, "qwen2")
+    except Exception as e:  # no network and no cache
+        pytest.skip(f"llama-cpp-python sdist unavailable: {e}")
+    tt.real_bpe_tokenizer(tmp_path, source, "qwen2")
+    ours = tokenizer_fields(vocab_gguf(tmp_path, tmp_path / "vocab.gguf", {"vocab_size": 151936}))
+    theirs = tokenizer_fields(source)
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        assert ours[key] == theirs[key], key
+    # ids past the tokenizer (151646..151935) are [PAD<i>]: UNUSED now, USER_DEFINED when that file was made
+    n = 151646
+    assert ours["tokenizer.ggml.token_type"][:n] == theirs["tokenizer.ggml.token_type"][:n]
+    assert set(ours["tokenizer.ggml.token_type"][n:]) == {5}
+    llm, hf = load_vocab(tmp_path / "vocab.gguf"), hf_fast(tmp_path)
+    # llama.cpp forces EOG-looking NORMAL tokens such as Qwen's "</s>" (128247) to CONTROL when it loads a
+    # vocabulary, so parse_special matches them where HF sees plain text: a runtime rule, not the file's
+    assert llm.tokenize(b"</s>", add_bos=False, special=True) == [128247]
+    assert len(hf("</s>").input_ids) == 3
+    assert_bpe_token_exact(llm, hf, [t for t in BPE_TEXTS if "</s>" not in t], add_special=True)
 
 
 # --- bad input ------------------------------------------------------------------------------------------

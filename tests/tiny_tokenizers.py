@@ -138,6 +138,11 @@ LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
     r"|\s+(?!\S)|\s+"
 )
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+QWEN2_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                   "<|eot_id|>"]
 SMOLLM2_SPECIAL = [
@@ -173,12 +178,18 @@ def _style(style: str):
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
         ])
         return pre, LLAMA3_SPECIAL, True
-    raise ValueError(f"unknown BPE style {style!r}; use 'smollm2' or 'llama3'")
+    if style == "qwen2":
+        pre = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ])
+        return pre, QWEN2_SPECIAL, True
+    raise ValueError(f"unknown BPE style {style!r}; use 'smollm2', 'llama3' or 'qwen2'")
 
 
 def _assemble(tok, style: str, specials: list[str], folder: Path) -> Path:
     """Adds the family's post-processor/decoder and writes tokenizer.json + tokenizer_config.json."""
-    from tokenizers import decoders, processors
+    from tokenizers import decoders, normalizers, processors
 
     if style == "llama3":
         bos = specials[0]
@@ -187,6 +198,9 @@ def _assemble(tok, style: str, specials: list[str], folder: Path) -> Path:
             processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1",
                                           special_tokens=[(bos, tok.token_to_id(bos))]),
         ])
+    elif style == "qwen2":
+        tok.normalizer = normalizers.NFC()
+        tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     else:
         tok.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
@@ -194,7 +208,12 @@ def _assemble(tok, style: str, specials: list[str], folder: Path) -> Path:
     tok.save(str(folder / "tokenizer.json"))
     decoder = {str(tok.token_to_id(s)): {"content": s, "lstrip": False, "normalized": False, "rstrip": False,
                                           "single_word": False, "special": True} for s in specials}
-    if style == "llama3":
+    if style == "qwen2":
+        config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": None,
+                  "add_prefix_space": False, "chat_template": SMOLLM2_TEMPLATE, "errors": "replace",
+                  "clean_up_tokenization_spaces": False, "model_max_length": 32768,
+                  "tokenizer_class": "Qwen2Tokenizer"}
+    elif style == "llama3":
         config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_TEMPLATE,
                   "clean_up_tokenization_spaces": True, "model_max_length": 131072,
                   "tokenizer_class": "PreTrainedTokenizerFast"}
@@ -237,8 +256,10 @@ def real_bpe_tokenizer(folder: Path, gguf_path, style: str) -> Path:
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
     types = reader.fields["tokenizer.ggml.token_type"].contents()
     merges = [tuple(m.split(" ")) for m in reader.fields["tokenizer.ggml.merges"].contents()]
-    control = int(gguf.TokenType.CONTROL)
-    vocab = {t: i for i, t in enumerate(tokens)}
+    control, unused = int(gguf.TokenType.CONTROL), int(gguf.TokenType.UNUSED)
+    # [PAD<i>] entries are holes the converter filled in (typed UNUSED, or USER_DEFINED by older llama.cpp);
+    # special tokens keep their ids
+    vocab = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if ty != unused and t != f"[PAD{i}]"}
     pre, _, _ = _style(style)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=style == "llama3"))
     tok.pre_tokenizer = pre
