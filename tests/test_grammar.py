@@ -209,6 +209,8 @@ def test_grammar_rejects_what_it_must(vocab):
     assert not accepts('Action: date_add\nAction Input: {"date": "x", "days": "2"}')        # wrong type
     assert not accepts('Action: calculator\nAction Input: {"expression": "a\nb"}')          # raw control char
     assert accepts('Action: calculator\nAction Input: {"expression": "a\\nb"}')             # escaped is fine
+    units = 'Action: convert_units\nAction Input: {"value": %s, "from_unit": "a", "to_unit": "b"}'
+    assert accepts(units % "-12.5e99") and not accepts(units % "1e308")            # always a finite float
 
 
 def test_route_grammar_admits_exactly_the_three_markers(vocab):

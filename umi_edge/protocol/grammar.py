@@ -30,6 +30,8 @@ MAX_ITEMS = 16     # items in an unbounded JSON array
 _ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 CHAR_RULE = r'[ !#-\[\]-~] | ' + _ESCAPE
 UNICODE_CHAR_RULE = r'[^"\\\x00-\x1F\x7F\uD800-\uDFFF] | ' + _ESCAPE
+# At most 2 exponent digits: every admitted number is finite as a float (the converter allows 16).
+NUMBER_RULE = '("-"? integral-part) ("." decimal-part)? ([eE] [-+]? [0-9] [0-9]?)? space'
 COMPACT_SPACE = '" "?'
 PRETTY_SPACE = '| " " | "\\n" [ ]{0,4}'   # admits the pretty-printed JSON α-UMi callers were trained on
 
@@ -112,7 +114,7 @@ def worst_case_bytes(schema: Any, space: int = 1) -> float:
     if kind == "integer":
         return 17 + space
     if kind == "number":
-        return 52 + space
+        return 38 + space
     if kind == "boolean":
         return 5 + space
     if kind == "null":
@@ -171,6 +173,8 @@ def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, prett
         args_rule = converter.visit(schema, f"tool{i}-args")
         alternatives.append(converter._add_rule(f"tool{i}", f"{literal(name + INPUT_SEPARATOR)} {args_rule}"))
     rules = dict(converter._rules)
+    if "number" in rules:
+        rules["number"] = NUMBER_RULE
     if "char" in rules:
         rules["char"] = UNICODE_CHAR_RULE if unicode else CHAR_RULE
     rules["space"] = PRETTY_SPACE if pretty else COMPACT_SPACE
