@@ -236,7 +236,7 @@ def test_first_eos_is_kept_and_generation_continues(backend, model, monkeypatch)
     """The reference's force_generate: an EOS sampled first is fed back; a later EOS stops."""
     r = new_role(backend, model)
     script = iter([model.eos_id, 10, 11, model.eos_id, 12])
-    monkeypatch.setattr(r, "_sample", lambda g: next(script))
+    monkeypatch.setattr(r._sampler, "sample", lambda ctx, g: next(script))
     g = r.generate(prompt(model, "hello"), max_tokens=10)
     assert g.tokens == (model.eos_id, 10, 11)
     assert g.stop_reason == "eos"

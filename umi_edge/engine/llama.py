@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import math
 import os
 import threading
 import time
-from collections import OrderedDict
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ModelError, ToolError
+from ..errors import ModelError
 from . import _native
 from .base import Generation, Sampling
 from .forced import ForcedText
+from .sampling import RoleSampler
 
 log = logging.getLogger(__name__)
 
-_GRAMMAR_CACHE = 16     # compiled grammars kept per role (a tool set rarely needs more than two)
 _CTX_MARGIN = 8         # the reference's n_ctx - max_new_tokens - 8
 _KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}    # ggml_type ids
 
@@ -184,55 +182,10 @@ class LlamaRole:
                 raise ModelError(f"llama.cpp could not set adapter {adapter.path} on role {name!r}: "
                                  f"{_native.last_error()}")
 
-        self._chain = self._own_sampler(self._build_chain(self.sampling))
-        self._grammars: OrderedDict[str, object] = OrderedDict()
+        self._sampler = RoleSampler(model, self.sampling)
+        self._stack.callback(self._sampler.close)
         self._tok = (L.llama_token * max(n_batch, 1))()
         self._batch_one = L.llama_batch_get_one(self._tok, 1)   # reused for every single-token decode
-        # one-candidate array to ask the grammar about a token sampled without it
-        self._cand = L.llama_token_data()
-        self._cand_arr = L.llama_token_data_array(data=ctypes.pointer(self._cand), size=1, selected=-1, sorted=False)
-        self._full = None   # full-vocab candidate array, built on the first grammar rejection
-
-    # -- setup helpers ---------------------------------------------------------------------------------
-    def _own_sampler(self, smpl):
-        self._stack.callback(_native.lib().llama_sampler_free, smpl)
-        return smpl
-
-    @staticmethod
-    def _build_chain(s: Sampling):
-        """Every sampler set explicitly (protocol §4.5): llama-cpp-python's completion defaults differ."""
-        L = _native.lib()
-        cp = L.llama_sampler_chain_default_params()
-        cp.no_perf = True
-        chain = L.llama_sampler_chain_init(cp)
-        if s.temperature <= 0:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
-            return chain
-        # llama.cpp's usual order; top_k <= 0, top_p >= 1, min_p <= 0 and typical 1.0 leave logits untouched
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(s.top_k))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_typical(1.0, 1))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(s.min_p, 1))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(s.temperature))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
-        return chain
-
-    def _grammar(self, text: str):
-        L = _native.lib()
-        g = self._grammars.get(text)
-        if g is not None:
-            self._grammars.move_to_end(text)
-            L.llama_sampler_reset(g)
-            return g
-        _native.clear_errors()
-        g = L.llama_sampler_init_grammar(self.model.vocab, text.encode("utf-8"), b"root")
-        if not g:
-            raise ToolError(f"llama.cpp rejected the grammar for role {self.name!r}: {_native.last_error()}")
-        self._grammars[text] = g
-        if len(self._grammars) > _GRAMMAR_CACHE:
-            _, old = self._grammars.popitem(last=False)
-            L.llama_sampler_free(old)
-        return g
 
     # -- RoleEngine ------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -301,7 +254,7 @@ class LlamaRole:
             n_eval += len(chunk)
         t1 = time.perf_counter()
 
-        g = self._grammar(grammar) if grammar is not None else None
+        g = self._sampler.grammar(grammar, self.name) if grammar is not None else None
         forced = self.model.forced() if g is not None else None
         out: list[int] = []
         pending: list[int] = []
@@ -331,7 +284,7 @@ class LlamaRole:
                 else:
                     self._decode(pending)
                 pending = []
-            t = self._sample(g)
+            t = self._sampler.sample(self.ctx, g)
             if t is None:       # the grammar admits nothing: cannot happen with a well-formed grammar
                 log.warning("role %s: grammar dead end after %d tokens", self.name, len(out))
                 stop = "stop"
@@ -389,53 +342,8 @@ class LlamaRole:
             raise ModelError(f"llama_decode failed (code {rc}) in role {self.name!r} for {n} tokens: "
                              f"{_native.last_error()}")
 
-    def _sample(self, g) -> int | None:
-        """Sample with the role's chain; under a grammar, keep the token if the grammar allows it, else
-        resample from the grammar-masked logits (for greedy this is exact; for sampling it is the masked
-        distribution too, as a rejected draw is replaced by a draw from the renormalised rest)."""
-        L = _native.lib()
-        t = L.llama_sampler_sample(self._chain, self.ctx, -1)
-        if g is None:
-            return t
-        self._cand.id = t
-        self._cand.logit = 0.0
-        self._cand_arr.size = 1
-        self._cand_arr.selected = -1
-        L.llama_sampler_apply(g, ctypes.byref(self._cand_arr))
-        if self._cand.logit != -math.inf:
-            return t
-        return self._sample_masked(g)
-
-    def _sample_masked(self, g) -> int | None:
-        import numpy as np
-
-        L = _native.lib()
-        n = self.model.n_vocab
-        if self._full is None:
-            data = np.zeros(n, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True))
-            data["id"] = np.arange(n, dtype=np.intc)
-            arr = L.llama_token_data_array(data=data.ctypes.data_as(L.llama_token_data_p), size=n, selected=-1, sorted=False)
-            self._full = (data, arr)
-        data, arr = self._full
-        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(n,))
-        data["id"] = np.arange(n, dtype=np.intc)    # samplers may have reordered the array last time
-        data["logit"] = logits
-        data["p"] = 0.0
-        arr.size, arr.selected, arr.sorted = n, -1, False
-        L.llama_sampler_apply(g, ctypes.byref(arr))
-        if not np.isfinite(data["logit"][:arr.size]).any():
-            return None
-        L.llama_sampler_apply(self._chain, ctypes.byref(arr))
-        if arr.selected < 0:
-            return None
-        return int(data["id"][arr.selected])
-
     def close(self) -> None:
         if self.ctx is not None:
-            L = _native.lib()
-            for g in self._grammars.values():
-                L.llama_sampler_free(g)
-            self._grammars.clear()
             self._stack.close()
             self.ctx = None
 
