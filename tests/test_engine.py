@@ -448,3 +448,22 @@ def test_bad_role_settings(backend, model):
     r = new_role(backend, model)
     with pytest.raises(ModelError, match="already exists"):
         backend.new_role(model, name=r.name)
+
+
+def test_constrained_roles_in_parallel_threads(backend, files):
+    """Two roles on one model decode under grammars at the same time (the forced-text probe is shared)."""
+    model = backend.load_model(files / "flat.gguf")
+    roles = [new_role(backend, model, sampling=Sampling(temperature=1.0, seed=s)) for s in (11, 12)]
+    p = prompt(model, "hello")
+    texts: list[str] = []
+
+    def work(r):
+        for _ in range(4):
+            texts.append(r.generate(p, max_tokens=120, grammar=GRAMMAR).text)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in roles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(texts) == 8 and all(GRAMMAR_RE.fullmatch(t) for t in texts), texts

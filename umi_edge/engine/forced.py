@@ -9,6 +9,7 @@ the grammar ends there.
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class ForcedText:
             [("id", np.intc), ("logit", np.single), ("p", np.single)], align=True))
         self._arr = L.llama_token_data_array(
             data=self._data.ctypes.data_as(L.llama_token_data_p), size=len(ids), selected=-1, sorted=False)
+        self._lock = threading.Lock()    # roles on one model may decode in parallel threads
 
     def _survivors(self, g) -> np.ndarray:
         L = _native.lib()
@@ -52,6 +54,10 @@ class ForcedText:
         then admits only end-of-generation. The grammar `g` itself is not advanced."""
         if not self.enabled or budget <= 0:
             return [], False
+        with self._lock:
+            return self._after(g, budget)
+
+    def _after(self, g, budget: int) -> tuple[list[int], bool]:
         s = self._survivors(g)
         if len(s) != 1:
             return [], False

@@ -109,9 +109,10 @@ class SharedModel:
 
     def forced(self) -> ForcedText:
         """The forced-text finder for this vocab (built on first grammar use: one pass over the vocab)."""
-        if self._forced is None:
-            self._forced = ForcedText(self)
-        return self._forced
+        with self._lock:
+            if self._forced is None:
+                self._forced = ForcedText(self)
+            return self._forced
 
 
 class LoraAdapter:
@@ -376,7 +377,11 @@ class LlamaBackend:
             raise ModelError(f"model file not found: {p} (check the path, or fetch it with `umi-edge pull`)")
         key = os.path.realpath(p)
         if key in self._models:
-            return self._models[key]
+            model = self._models[key]
+            if model.n_gpu_layers != n_gpu_layers:
+                log.warning("%s is already loaded with n_gpu_layers=%d; keeping that (asked for %d)",
+                            p, model.n_gpu_layers, n_gpu_layers)
+            return model
         head = _native.gguf_header(p)
         if head.get("general.type") == "adapter":
             raise ModelError(f"{p} is a LoRA adapter GGUF, not a model: give it as the role's adapter and "
