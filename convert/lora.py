@@ -38,9 +38,21 @@ def is_adapter(folder) -> bool:
 @dataclass
 class _Pair:
     base_name: str                 # HF name of the base weight, e.g. model.layers.0.self_attn.q_proj.weight
-    a: TensorRef
-    b: TensorRef
+    a: TensorRef                   # (r, in); for an embedding (r, vocab)
+    b: TensorRef                   # (out, r); for an embedding (hidden, r)
+    embedding: bool = False        # PEFT lora_embedding_A/B: llama.cpp wants lora_a transposed
     scale_fix: float = 1.0         # multiplies lora_b so llama.cpp's alpha/rank equals PEFT's scale
+
+
+@dataclass
+class _Out:
+    name: str
+    ref: TensorRef
+    shape: tuple[int, ...]
+    qtype: object
+    perm: np.ndarray | None = None
+    factor: float = 1.0
+    transpose: bool = False
 
 
 def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bool = False,
@@ -74,24 +86,28 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     pairs, extras = _plan(arch, refs, lparams, adapter_dir)
     alpha = _gguf_alpha(lparams, pairs)
 
-    first = next(iter(refs.values()))
+    # llama.cpp's auto: the 16-bit type of the first tensor it reads (a trained norm, else a lora_A)
+    first = extras[0][0] if extras else pairs[0].a
     direct = precision.auto_outtype(first.dtype) if outtype == "auto" else outtype
-    items: list[tuple[str, TensorRef, object, np.ndarray | None, float]] = []
+    items: list[_Out] = []
     for ref, name in extras:
-        items.append((name, ref, precision.tensor_qtype(name, ref.shape, direct), None, 1.0))
+        items.append(_Out(name, ref, tuple(ref.shape), precision.tensor_qtype(name, ref.shape, direct)))
     for p in pairs:
         name = arch.tensor_name(p.base_name)
-        perm = arch.row_permutation(p.base_name, p.b.shape[0])
-        items.append((name + ".lora_a", p.a, precision.tensor_qtype(name + ".lora_a", p.a.shape, direct), None, 1.0))
-        items.append((name + ".lora_b", p.b, precision.tensor_qtype(name + ".lora_b", p.b.shape, direct), perm,
-                      p.scale_fix))
+        a_shape = tuple(reversed(p.a.shape)) if p.embedding else tuple(p.a.shape)
+        items.append(_Out(name + ".lora_a", p.a, a_shape, precision.tensor_qtype(name + ".lora_a", a_shape, direct),
+                          transpose=p.embedding))
+        items.append(_Out(name + ".lora_b", p.b, tuple(p.b.shape),
+                          precision.tensor_qtype(name + ".lora_b", p.b.shape, direct),
+                          perm=None if p.embedding else arch.row_permutation(p.base_name, p.b.shape[0]),
+                          factor=p.scale_fix))
 
     from .encode import encoded_nbytes
 
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
-    for name, ref, qtype, _, _ in items:
-        writer.add_tensor_info(name, tuple(ref.shape), np.dtype(np.float32), encoded_nbytes(tuple(ref.shape), qtype),
-                               raw_dtype=qtype)
+    for it in items:
+        writer.add_tensor_info(it.name, it.shape, np.dtype(np.float32), encoded_nbytes(it.shape, it.qtype),
+                               raw_dtype=it.qtype)
     source = _write_metadata(writer, gguf, adapter_dir, base_dir, alpha, role and (role, PROTOCOLS[role]))
 
     tmp = _temp_output(out, force)
@@ -196,7 +212,8 @@ def _plan(arch, refs: dict[str, TensorRef], lparams: dict, adapter_dir: Path):
         if ref.dtype not in FLOAT_DTYPES:
             raise ConvertError(f"{where}: tensor {name!r} is {ref.dtype}; only float adapters convert")
         base = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-        for marker, half in ((".lora_A.weight", "A"), (".lora_B.weight", "B")):
+        for marker, half in ((".lora_A.weight", "A"), (".lora_B.weight", "B"),
+                             (".lora_embedding_A", "eA"), (".lora_embedding_B", "eB")):
             if base.endswith(marker):
                 halves.setdefault(base[: -len(marker)] + ".weight", {})[half] = ref
                 break
@@ -213,6 +230,9 @@ def _plan(arch, refs: dict[str, TensorRef], lparams: dict, adapter_dir: Path):
 
     pairs = []
     for base_name, h in halves.items():
+        embedding = "eA" in h or "eB" in h
+        if embedding:
+            h = {k[1:]: v for k, v in h.items() if k.startswith("e")} if set(h) <= {"eA", "eB"} else {}
         if set(h) != {"A", "B"}:
             missing = "lora_B" if "A" in h else "lora_A"
             raise ConvertError(f"{where}: {base_name[:-len('.weight')]} has no {missing} tensor; the adapter is "
@@ -225,11 +245,13 @@ def _plan(arch, refs: dict[str, TensorRef], lparams: dict, adapter_dir: Path):
                                "have; is --base the model this adapter was trained on?")
         a, b = h["A"], h["B"]
         want = expected[base_name]
+        # a Linear's delta is B @ A (out, in); an Embedding's is (B @ A).T (vocab, hidden)
+        out_dim, in_dim = (want[1], want[0]) if embedding else (want[0], want[-1])
         if len(a.shape) != 2 or len(b.shape) != 2 or len(want) != 2 or a.shape[0] != b.shape[1] \
-                or a.shape[1] != want[1] or b.shape[0] != want[0]:
+                or a.shape[1] != in_dim or b.shape[0] != out_dim:
             raise ConvertError(f"{where}: LoRA pair for {base_name!r} has shapes A{list(a.shape)} B{list(b.shape)}, "
                                f"which do not fit the base weight {list(want)}; is --base the right model?")
-        pairs.append(_Pair(base_name, a, b))
+        pairs.append(_Pair(base_name, a, b, embedding=embedding))
     if not pairs:
         raise ConvertError(f"{where}: no lora_A/lora_B tensor pairs found")
     return pairs, extras
@@ -313,11 +335,13 @@ def _write(writer, items, path: Path) -> None:
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         try:
-            for _name, ref, qtype, perm, factor in items:
-                src, dtype = maps.array(ref), ref.dtype
-                if factor != 1.0:
-                    src, dtype = to_float32(np.asarray(src), dtype) * np.float32(factor), "F32"
-                writer.write_tensor_data(encode(src, dtype, qtype, perm))
-                maps.release(ref)
+            for it in items:
+                src, dtype = maps.array(it.ref), it.ref.dtype
+                if it.transpose:
+                    src = np.ascontiguousarray(src.T)
+                if it.factor != 1.0:
+                    src, dtype = to_float32(np.asarray(src), dtype) * np.float32(it.factor), "F32"
+                writer.write_tensor_data(encode(src, dtype, it.qtype, it.perm))
+                maps.release(it.ref)
         finally:
             writer.close()

@@ -82,6 +82,8 @@ def base_f32(tiny_model, tmp_path):
     ("LlamaForCausalLM", {}),
     # rsLoRA and per-module alpha/rank: PEFT's scale is not alpha/rank, folded into lora_b
     ("LlamaForCausalLM", dict(use_rslora=True, rank_pattern={"v_proj": 4}, alpha_pattern={"o_proj": 5})),
+    # embeddings (lora_embedding_A/B, written transposed) and the output head
+    ("LlamaForCausalLM", dict(targets=TARGETS + ["embed_tokens", "lm_head"])),
     pytest.param("Qwen2ForCausalLM", {}, marks=pytest.mark.slow),
     pytest.param("Qwen3ForCausalLM", {}, marks=pytest.mark.slow),
     pytest.param("MistralForCausalLM", {}, marks=pytest.mark.slow),
@@ -93,7 +95,8 @@ def test_adapter_logits_match_peft_merged(arch, lora_kw, base_f32, tmp_path):
     adapter = make_peft_adapter(base, tmp_path / "adapter", **lora_kw)
     out = tmp_path / "adapter.gguf"
     summary = convert_lora(adapter, out, outtype="f32")
-    assert summary["pairs"] == 2 * len(TARGETS) and summary["architecture"]
+    n_layers = json.loads((base / "config.json").read_text())["num_hidden_layers"]
+    assert summary["pairs"] == n_layers * len(TARGETS) + 2 * ("targets" in lora_kw)
 
     ids = _ids(base)
     want = peft_merged_logits(base, adapter, ids)
@@ -158,7 +161,7 @@ def test_byte_identical_to_llama_cpp(outtype, tiny_model, tmp_path, llama_cpp_lo
     from umi_convert.lora import convert_lora
 
     base = tiny_model("LlamaForCausalLM", name="base", dtype="bfloat16")
-    adapter = make_peft_adapter(base, tmp_path / "adapter")
+    adapter = make_peft_adapter(base, tmp_path / "adapter", targets=TARGETS + ["embed_tokens", "lm_head"])
     ours, ref = tmp_path / "ours.gguf", tmp_path / "ref.gguf"
     convert_lora(adapter, ours, base=base, outtype=outtype)
     env = {**os.environ, "PYTHONPATH": str(llama_cpp_lora_converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
