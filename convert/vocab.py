@@ -51,11 +51,12 @@ def vocab_kind(folder: Path, *, llama: bool = True) -> str:
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise ConvertError(f"{folder}: no tokenizer.model or tokenizer.json; copy the tokenizer files into the folder")
-    model = _read_json(path).get("model") or {}
+    data = _read_json(path)
+    model = data.get("model") or {}
     if not isinstance(model, dict) or model.get("type") != "BPE":
         raise ConvertError(f"{path}: tokenizer model {model.get('type') if isinstance(model, dict) else model!r} "
                            "is not supported (only SentencePiece tokenizer.model or byte-level BPE tokenizer.json)")
-    if llama and model.get("byte_fallback") and not model.get("ignore_merges"):
+    if llama and model.get("byte_fallback") and (data.get("decoder") or {}).get("type") == "Sequence":
         # llama.cpp converts this (SentencePiece rebuilt as tokenizer.json) through transformers
         raise ConvertError(f"{path}: a SentencePiece-style BPE tokenizer.json needs its tokenizer.model; "
                            "add tokenizer.model from the base model's repository")

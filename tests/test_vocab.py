@@ -595,3 +595,18 @@ def test_special_vocab_rules_equal_llama_cpp(tmp_path, llama_cpp_converter):
         v = vocab._special_vocab(gguf, folder, load_merges=True)
         got = [v.special_token_ids, v.add_special_token, len(v.merges), v.chat_template]
         assert json.loads(json.dumps(got)) == want, folder.name
+
+
+def test_sentencepiece_style_tokenizer_json_needs_tokenizer_model(tmp_path):
+    """A byte-fallback BPE tokenizer.json (SentencePiece exported by transformers) without tokenizer.model:
+    llama.cpp reads it through transformers; we ask for the tokenizer.model instead."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.train_from_iterator(tt.corpus(), trainer=trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                                     special_tokens=["<unk>", "<s>", "</s>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ConvertError, match="needs its tokenizer.model"):
+        vocab_gguf(tmp_path, tmp_path / "v.gguf", {})
