@@ -67,9 +67,10 @@ def test_smollm2_round_trip_top1(smollm2_hf, tmp_path):
     """Top-1 agreement with transformers (f32) over every position of TEXT (425 tokens).
 
     Measured: f32 1.000 (max |diff| 1e-4), f16 1.000, bf16 0.993, q8_0 0.965. The q8_0 tensors are
-    byte-identical to llama.cpp's own converter's (test_convert_parity); the gap to the issue's 0.99 bar
-    comes from llama.cpp's q8_0 CPU matmuls (activations are quantized to q8_0 too) on near-ties (top-2
-    margins 0.005-0.25 at every miss). So the 0.99 bar is asserted for f16 and q8_0 is held at 0.95."""
+    byte-identical to llama.cpp's own converter's (test_convert_parity). The gap to the issue's 0.99 bar is
+    q8_0 itself on this model: transformers run with the q8_0 weights dequantized agrees 0.974 with f32,
+    and llama.cpp's q8_0 matmuls (activations quantized too) lose the rest, all on near-ties (top-2
+    margins 0.005-0.25). So the 0.99 bar is asserted for f16, and q8_0 is held at 0.95."""
     import llama_cpp
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
