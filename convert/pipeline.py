@@ -204,7 +204,11 @@ def _write_metadata(writer, gguf, arch, folder: Path, config: dict, direct: str,
     from .vocab import write_vocab
 
     writer.add_type(gguf.GGUFType.MODEL)
-    meta = gguf.Metadata.load(None, folder, None, n_params)
+    try:
+        # model card + config heuristics, as llama.cpp names its files; a bad README must not stop us
+        meta = gguf.Metadata.load(None, folder, None, n_params)
+    except Exception:
+        meta = gguf.Metadata()
     if meta.name is None:
         meta.name = str(src) if source.endswith(f"@{folder.name}") else folder.name
     if meta.size_label is None and n_params > 0:

@@ -121,6 +121,18 @@ def test_tied_embeddings_write_no_output_tensor(tiny_model, tmp_path):
     assert "token_embd.weight" in names and "output.weight" not in names
 
 
+def test_model_card_gives_name_and_a_bad_one_is_ignored(tiny_model, tmp_path):
+    from umi_convert import convert
+
+    src = tiny_model("LlamaForCausalLM")
+    (src / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: acme/base\n---\n# Tiny Planner\n")
+    convert(src, tmp_path / "a.gguf", outtype="f16", progress=False)
+    assert _fields(tmp_path / "a.gguf")["general.license"] == "apache-2.0"
+    (src / "README.md").write_text("---\n: [unclosed\n---\n")
+    convert(src, tmp_path / "b.gguf", outtype="f16", progress=False)
+    assert _fields(tmp_path / "b.gguf")["general.name"]
+
+
 def test_llama_cpp_quant_type_removes_intermediate(tiny_model, tmp_path):
     from umi_convert import convert, inspect_gguf
 
