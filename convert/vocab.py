@@ -110,21 +110,28 @@ def _sentencepiece_tokens(folder: Path, config: dict) -> tuple[list[bytes], list
     if sp.vocab_size() > n:
         log.warning("%s: tokens from id %d are beyond vocab_size %d and are dropped", path, n, n)
 
-    added = _read_json(folder / "added_tokens.json")
-    for text, i in added.items():
-        if _in_range(i, n, folder / "added_tokens.json"):
-            tokens[i], scores[i], types[i] = text.encode("utf-8"), -1000.0, int(TokenType.USER_DEFINED)
-    decoder = _read_json(folder / "tokenizer_config.json").get("added_tokens_decoder") or {}
-    for key, data in decoder.items():
-        i, text = int(key), data["content"]
-        if not _in_range(i, n, folder / "tokenizer_config.json"):
-            continue
-        if data.get("special") or _looks_special(text):
-            types[i] = int(TokenType.CONTROL)
-        else:
-            text = text.replace("\u2581", " ")
-            types[i] = int(TokenType.USER_DEFINED)
-        tokens[i], scores[i] = text.encode("utf-8"), -1000.0
+    try:
+        added = _read_json(folder / "added_tokens.json")
+        for text, i in added.items():
+            if _in_range(int(i), n, folder / "added_tokens.json"):
+                tokens[i], scores[i], types[i] = text.encode("utf-8"), -1000.0, int(TokenType.USER_DEFINED)
+    except (TypeError, ValueError, AttributeError):
+        raise ConvertError(f"{folder / 'added_tokens.json'}: expected {{token: id}}; fix or remove the file") from None
+    try:
+        decoder = _read_json(folder / "tokenizer_config.json").get("added_tokens_decoder") or {}
+        for key, data in decoder.items():
+            i, text = int(key), str(data["content"])
+            if not _in_range(i, n, folder / "tokenizer_config.json"):
+                continue
+            if data.get("special") or _looks_special(text):
+                types[i] = int(TokenType.CONTROL)
+            else:
+                text = text.replace("\u2581", " ")
+                types[i] = int(TokenType.USER_DEFINED)
+            tokens[i], scores[i] = text.encode("utf-8"), -1000.0
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise ConvertError(f"{folder / 'tokenizer_config.json'}: malformed added_tokens_decoder; fix or replace "
+                           "the file") from None
     return tokens, scores, types
 
 
@@ -150,7 +157,7 @@ def _bpe_tokens(tok, folder: Path, config: dict) -> tuple[list[str], list[int]]:
 
     vocab = tok.get_vocab(with_added_tokens=True)
     added = tok.get_added_tokens_decoder()
-    n = _vocab_size(config) or len(vocab)
+    n = int(config.get("vocab_size") or len(vocab))
     if vocab and max(vocab.values()) >= n:
         raise ConvertError(f"{folder / 'tokenizer.json'}: token id {max(vocab.values())} is beyond the config's "
                            f"vocab_size {n}; fix vocab_size in config.json or resize the embeddings")

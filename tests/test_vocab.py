@@ -610,3 +610,16 @@ def test_sentencepiece_style_tokenizer_json_needs_tokenizer_model(tmp_path):
     tok.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(ConvertError, match="needs its tokenizer.model"):
         vocab_gguf(tmp_path, tmp_path / "v.gguf", {})
+
+
+@pytest.mark.parametrize("name, text", [
+    ("added_tokens.json", '{"<tool>": "six hundred"}'),
+    ("tokenizer_config.json", '{"added_tokens_decoder": {"600": {"special": true}}}'),
+])
+def test_malformed_added_tokens(name, text, spm_dir, tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes((spm_dir / "tokenizer.model").read_bytes())
+    (folder / name).write_text(text)
+    with pytest.raises(ConvertError, match=name.replace(".", r"\.")):
+        vocab_gguf(folder, tmp_path / "v.gguf", {"vocab_size": 610})
