@@ -187,6 +187,11 @@ def test_source_labels(tiny_model, tmp_path, monkeypatch):
     assert label == f"acme/tiny-planner@{commit}" and (folder / "config.json").is_file()
     # the cache folder itself is labelled the same way (umi_edge.fetch passes it)
     assert resolve(folder)[1] == label
+    # a repo that is neither cached nor reachable: one line naming it
+    from umi_edge.errors import FetchError
+
+    with pytest.raises(FetchError, match="acme/absent.*no such local folder"):
+        resolve("acme/absent", progress=False)
 
 
 def test_cli_convert_json(tiny_model, tmp_path):
