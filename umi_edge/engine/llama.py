@@ -39,9 +39,11 @@ _KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}    # ggml_type ids
 
 
 def _default_threads() -> tuple[int, int]:
-    # llama-cpp-python's own defaults: decode is memory-bound (half the cores), prompt batches use all
-    n = os.cpu_count() or 1
-    return max(n // 2, 1), n
+    # decode is memory-bound: half the logical cores (llama-cpp-python's default). Prompt batches use the
+    # same count, as llama.cpp's own CLI does: on an oversubscribed machine ggml's spinning thread pool
+    # made 2-thread batches up to 3x slower than 1 thread (measured on the shared 2-core test box).
+    n = max((os.cpu_count() or 1) // 2, 1)
+    return n, n
 
 
 def _extra_bufts_default() -> bool:
