@@ -19,21 +19,49 @@ from pathlib import Path
 
 from umi_edge.errors import ConvertError
 
-_OURS = "import sys; from umi_convert import convert; convert(sys.argv[1], sys.argv[2], outtype=sys.argv[3], progress=False)"
+# Each run reports its own VmHWM at exit: ru_maxrss would include the parent's RSS at fork time (a parent
+# holding torch, e.g. pytest, would swamp both numbers).
+_HWM = (
+    "import atexit, os\n"
+    "def _hwm():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        kb = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))\n"
+    "    with open(os.environ['UMI_BENCH_HWM'], 'w') as f:\n"
+    "        f.write(str(kb))\n"
+    "atexit.register(_hwm)\n"
+)
+_OURS = _HWM + (
+    "import sys\n"
+    "from umi_convert import convert\n"
+    "convert(sys.argv[1], sys.argv[2], outtype=sys.argv[3], progress=False)\n"
+)
+_REFERENCE = _HWM + (
+    "import runpy, sys\n"
+    "sys.argv = sys.argv[1:]\n"
+    "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
 
 
-def _measure(cmd: list[str], env: dict | None = None) -> dict:
-    """Run `cmd`; wall seconds and the child's own peak RSS (os.wait4, so runs never mix)."""
+def _measure(code: str, args: list[str], hwm_file: Path, env: dict | None = None) -> dict:
+    """Run `python -c code *args`; wall seconds and the child's own peak RSS (VmHWM; ru_maxrss where
+    /proc is missing)."""
+    env = {**(env or os.environ), "UMI_BENCH_HWM": str(hwm_file)}
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
     stderr = p.stderr.read() if p.stderr else b""
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - t0
     if p.returncode != 0:
         tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
-        raise ConvertError(f"benchmark run failed ({' '.join(cmd[:3])} ...): {tail[0]}")
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        raise ConvertError(f"benchmark run failed ({args[0] if args else code[:40]} ...): {tail[0]}")
+    try:
+        kb = int(hwm_file.read_text())
+    except (OSError, ValueError):
+        kb = usage.ru_maxrss
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(kb / 1024, 1)}
 
 
 def _warm(folder: Path) -> None:
@@ -55,7 +83,7 @@ def bench_convert(src, outtype: str = "q8_0", reference=None) -> dict:
         f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))}
     with tempfile.TemporaryDirectory(prefix="umi-bench-") as tmp:
         out = Path(tmp) / "ours.gguf"
-        result["ours"] = _measure([sys.executable, "-c", _OURS, str(folder), str(out), outtype])
+        result["ours"] = _measure(_OURS, [str(folder), str(out), outtype], Path(tmp) / "ours.hwm")
         result["ours"]["size_bytes"] = out.stat().st_size
         out.unlink()
         result["reference"] = None
@@ -68,7 +96,8 @@ def bench_convert(src, outtype: str = "q8_0", reference=None) -> dict:
                 env["PYTHONPATH"] = str(script.parent / "gguf-py")
             ref_out = Path(tmp) / "ref.gguf"
             result["reference"] = _measure(
-                [sys.executable, str(script), str(folder), "--outfile", str(ref_out), "--outtype", outtype], env)
+                _REFERENCE, [str(script), str(folder), "--outfile", str(ref_out), "--outtype", outtype],
+                Path(tmp) / "ref.hwm", env)
             result["reference"]["size_bytes"] = ref_out.stat().st_size
             result["ratios"] = {
                 "time": round(result["ours"]["seconds"] / result["reference"]["seconds"], 3),

@@ -102,6 +102,18 @@ def test_smollm2_round_trip_top1(smollm2_hf, tmp_path):
     assert agree["q8_0"] >= 0.95
 
 
+@pytest.mark.slow
+def test_smollm2_streaming_memory(smollm2_hf, llama_cpp_converter):
+    """Peak RSS stays well under the checkpoint (538 MB of f32) and at most half of llama.cpp's converter's;
+    times are printed, never asserted."""
+    from umi_convert.bench import bench_convert
+
+    r = bench_convert(smollm2_hf, outtype="q8_0", reference=llama_cpp_converter)
+    print(f"SmolLM2 f32 -> q8_0: ours {r['ours']}, llama.cpp {r['reference']}, ratios {r['ratios']}")
+    assert r["ours"]["peak_rss_mb"] * 1e6 < 0.5 * r["checkpoint_bytes"]
+    assert r["ratios"]["peak_rss"] <= 0.5
+
+
 def test_bench_smoke(tiny_model):
     from umi_convert.bench import bench_convert
 
