@@ -130,7 +130,9 @@ def read_torch_zip(path: Path) -> list[TensorRef]:
         except ConvertError:
             raise
         except Exception as e:  # any malformed pickle is the file's fault, never ours to run
-            raise ConvertError(f"{path}: unreadable pickle ({type(e).__name__}: {e}); re-save the checkpoint") from None
+            detail = (str(e).strip().splitlines() or [""])[0]
+            raise ConvertError(f"{path}: unreadable pickle ({type(e).__name__}: {detail}); re-save the checkpoint") \
+                from None
         if not isinstance(obj, dict):
             raise ConvertError(f"{path}: the pickle holds a {type(obj).__name__}, not a state dict")
         refs = []
