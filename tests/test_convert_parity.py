@@ -12,8 +12,10 @@ import pytest
 
 from tiny_models import ARCHS, llama_logits, load_hf
 
-# source dtype / format per architecture, so the table also covers bf16 / f16 / f32 and .bin
+# Every row of tiny_models.ARCHS is converted (f32 safetensors by default); these rows vary the source so
+# the table also covers bf16 / f16 / sharded / .bin and Llama-3 rope scaling.
 CASES = {
+    **{arch: (arch, {}) for arch in ARCHS},
     "LlamaForCausalLM": ("LlamaForCausalLM", dict(dtype="bfloat16", safe=False)),  # α-UMi: one bf16 .bin
     "Llama3": ("LlamaForCausalLM", dict(dtype="bfloat16", tie_word_embeddings=True, rope_scaling={
         "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -22,7 +24,13 @@ CASES = {
     "Qwen2ForCausalLM": ("Qwen2ForCausalLM", dict(dtype="float32", max_shard_size="60KB")),
     "Qwen3ForCausalLM": ("Qwen3ForCausalLM", dict(dtype="bfloat16")),
 }
-assert {arch for arch, _ in CASES.values()} == set(ARCHS)
+
+
+def test_every_registered_architecture_has_a_test_row():
+    from umi_convert.archs import ARCHS as REGISTERED
+
+    assert set(REGISTERED) == set(ARCHS)
+
 
 # keys whose values are descriptive, not read by llama.cpp to run the model
 _DESCRIPTIVE = ("general.name", "general.basename", "general.size_label", "general.finetune", "general.version",
