@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from . import precision
 from .tensor_ref import Mmaps, TensorRef
 
 ADAPTER_CONFIG = "adapter_config.json"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _PREFIX = "base_model.model."
 
@@ -166,18 +168,34 @@ def _adapter_config(adapter_dir: Path) -> dict:
 
 
 def _base_folder(adapter_dir: Path, lparams: dict, base) -> Path:
+    """The folder holding the base model's config.json: --base, a local base_model_name_or_path, or that
+    repo id's config.json fetched alone from the Hugging Face hub (as llama.cpp's converter does)."""
     if base is not None:
         folder = Path(base).expanduser()
         if not (folder / "config.json").is_file():
             raise ConvertError(f"--base {folder}: no config.json there; give the base model's folder")
         return folder
     name = lparams.get("base_model_name_or_path")
+    where = adapter_dir / ADAPTER_CONFIG
     if name:
         for folder in (Path(name).expanduser(), adapter_dir / name):
             if (folder / "config.json").is_file():
                 return folder
-    raise ConvertError(f"{adapter_dir / ADAPTER_CONFIG}: base_model_name_or_path {name!r} is not a local model "
-                       "folder; pass --base FOLDER (the base model's config.json is enough)")
+        if _REPO_ID.match(str(name)):
+            return _hub_config_folder(str(name), lparams.get("revision"), where)
+    raise ConvertError(f"{where}: base_model_name_or_path {name!r} is not a local model folder; pass --base FOLDER "
+                       "(the base model's config.json is enough)")
+
+
+def _hub_config_folder(repo_id: str, revision: str | None, where: Path) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id, "config.json", revision=revision)).parent
+    except Exception as e:  # huggingface_hub raises many types; all mean "could not fetch"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConvertError(f"{where}: cannot fetch config.json of base model {repo_id} ({msg}); pass --base FOLDER "
+                           "(the base model's config.json is enough)") from None
 
 
 def _adapter_tensors(adapter_dir: Path) -> dict[str, TensorRef]:

@@ -218,10 +218,37 @@ def test_refuses_existing_output_and_missing_base(adapter_and_base, tmp_path):
     convert_lora(adapter, out, force=True)
     assert out.read_bytes()[:4] == b"GGUF"
 
-    _edit_config(adapter, base_model_name_or_path="someone/not-here")
-    with pytest.raises(ConvertError, match="pass --base FOLDER"):
+    _edit_config(adapter, base_model_name_or_path="../not-here")
+    with pytest.raises(ConvertError, match="is not a local model folder; pass --base FOLDER"):
         convert_lora(adapter, tmp_path / "b.gguf")
     convert_lora(adapter, tmp_path / "b.gguf", base=base)
+
+
+def test_base_from_hub_config(adapter_and_base, tmp_path, monkeypatch):
+    """A repo-id base_model_name_or_path fetches only the base's config.json (huggingface_hub); a failed
+    fetch asks for --base."""
+    import huggingface_hub
+
+    from umi_convert.lora import convert_lora
+
+    adapter, base = adapter_and_base
+    _edit_config(adapter, base_model_name_or_path="someone/base-model", revision="v1")
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, **kw):
+        asked.append((repo_id, filename, revision))
+        return str(base / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert convert_lora(adapter, tmp_path / "a.gguf")["base"] == str(base)
+    assert asked == [("someone/base-model", "config.json", "v1")]
+
+    def offline(*a, **kw):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(ConvertError, match=r"cannot fetch config.json of base model someone/base-model .*--base"):
+        convert_lora(adapter, tmp_path / "b.gguf")
 
 
 def test_refuses_wrong_base(adapter_and_base, tiny_model, tmp_path):
@@ -284,7 +311,7 @@ def test_cli_dispatches_adapters(adapter_and_base, tmp_path):
     from umi_edge.cli import cli
 
     adapter, base = adapter_and_base
-    _edit_config(adapter, base_model_name_or_path="someone/elsewhere")
+    _edit_config(adapter, base_model_name_or_path="../elsewhere")
     out = tmp_path / "caller-lora.gguf"
     r = CliRunner().invoke(cli, ["convert", str(adapter), "-o", str(out), "--base", str(base), "--role", "caller",
                                  "--json"])
