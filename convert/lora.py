@@ -4,7 +4,8 @@ convert_lora_to_gguf.py.
 
 llama.cpp scales every pair by `alpha / rank`. PEFT's scale is `lora_alpha / r` too, except with rsLoRA
 (`lora_alpha / sqrt(r)`) and per-module `alpha_pattern`; there the difference is folded into lora_b, where
-llama.cpp's own converter writes adapters that apply the wrong scale.
+llama.cpp's own converter writes adapters that apply the wrong scale. Rank-1 pairs stay 2-D (llama.cpp's
+converter squeezes them to 1-D, which its adapter loader then rejects).
 """
 from __future__ import annotations
 
@@ -62,8 +63,8 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     """Convert the PEFT adapter in `adapter_dir` to the GGUF adapter `out`; returns a summary dict.
 
     The base model's config.json comes from `base` (a folder) or else from adapter_config.json's
-    `base_model_name_or_path` when that is a local folder; no base weights are read. `role` records
-    umi.role / umi.protocol as for full models."""
+    `base_model_name_or_path` (a local folder, or a hub repo id whose config.json alone is fetched); no base
+    weights are read. `role` records umi.role / umi.protocol as for full models."""
     import gguf
 
     from .archs import get_arch

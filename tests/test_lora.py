@@ -82,6 +82,7 @@ def base_f32(tiny_model, tmp_path):
     ("LlamaForCausalLM", {}),
     # rsLoRA and per-module alpha/rank: PEFT's scale is not alpha/rank, folded into lora_b
     ("LlamaForCausalLM", dict(use_rslora=True, rank_pattern={"v_proj": 4}, alpha_pattern={"o_proj": 5})),
+    ("LlamaForCausalLM", dict(r=1, alpha=4)),   # rank 1 stays 2-D (llama.cpp's converter squeezes it)
     # embeddings (lora_embedding_A/B, written transposed) and the output head
     ("LlamaForCausalLM", dict(targets=TARGETS + ["embed_tokens", "lm_head"])),
     pytest.param("Qwen2ForCausalLM", {}, marks=pytest.mark.slow),
