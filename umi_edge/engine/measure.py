@@ -53,9 +53,12 @@ def llama_cpp_python(path: str, *, n_ctx: int, n_threads: int | None = None, **k
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """VmHWM: the peak of this exec'd image only (ru_maxrss would carry the forking parent's peak over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def _memory_child(kind: str, path: str, n_ctx: int, n_threads: int | None, role_kw: dict, q) -> None:
