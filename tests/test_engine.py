@@ -467,3 +467,23 @@ def test_constrained_roles_in_parallel_threads(backend, files):
     for t in threads:
         t.join()
     assert len(texts) == 8 and all(GRAMMAR_RE.fullmatch(t) for t in texts), texts
+
+
+def test_llama_cpp_logs_are_quiet_unless_asked(files, capfd, monkeypatch):
+    monkeypatch.delenv("UMI_EDGE_LLAMA_LOGS", raising=False)
+    with LlamaBackend() as be:
+        m = be.load_model(files / "tiny.gguf")
+        be.new_role(m, name="q", n_ctx=128, n_threads=1).generate(prompt(m, "hello"), max_tokens=2)
+    assert capfd.readouterr().err == ""
+    monkeypatch.setenv("UMI_EDGE_LLAMA_LOGS", "1")
+    with LlamaBackend() as be:
+        be.load_model(files / "tiny.gguf")
+    assert "llama" in capfd.readouterr().err
+
+
+def test_importing_the_engine_does_not_load_llama_cpp():
+    import subprocess
+    import sys
+
+    code = "import sys, umi_edge.engine.llama; assert 'llama_cpp' not in sys.modules, 'eager import'"
+    subprocess.run([sys.executable, "-c", code], check=True)
