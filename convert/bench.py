@@ -43,6 +43,10 @@ _REFERENCE = _HWM + (
 )
 
 
+# what convert_hf_to_gguf.py --outtype accepts
+_REFERENCE_OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "auto")
+
+
 def _measure(code: str, args: list[str], hwm_file: Path, env: dict | None = None) -> dict:
     """Run `python -c code *args`; wall seconds and the child's own peak RSS (VmHWM; ru_maxrss where
     /proc is missing)."""
@@ -87,7 +91,9 @@ def bench_convert(src, outtype: str = "q8_0", reference=None) -> dict:
         result["ours"]["size_bytes"] = out.stat().st_size
         out.unlink()
         result["reference"] = None
-        if reference:
+        if reference and outtype not in _REFERENCE_OUTTYPES:
+            result["reference_note"] = f"llama.cpp's converter cannot write {outtype}; no reference run"
+        elif reference:
             script = Path(reference)
             if not script.is_file():
                 raise ConvertError(f"{script}: llama.cpp converter not found")
@@ -125,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     for who in ("ours", "reference"):
         if r.get(who):
             print(f"  {who:9s} {r[who]['seconds']:8.2f} s  peak RSS {r[who]['peak_rss_mb']:8.1f} MB")
+    if r.get("reference_note"):
+        print(f"  ({r['reference_note']})")
     if r.get("ratios"):
         print(f"  ratios (ours / llama.cpp): time {r['ratios']['time']:.2f}, peak RSS {r['ratios']['peak_rss']:.2f}")
     return 0
