@@ -107,6 +107,8 @@ def test_bench_tiny_json(tiny_set):
                 assert _positive(v), (name, key, v)
     assert report["machine"]["threads"] >= 1 and report["machine"]["llama_system_info"]
     assert report["memory"]["team_models_loaded"] == 1     # three roles, one shared base
+    # three Llamas hold three copies of the weights; a child's peak must not inherit the parent's
+    assert report["memory"]["separate_mb"] > report["memory"]["team_mb"]
     # the replay is the real loop on the scripted task: every role call is accounted, step 1 starts cold
     steps = report["prefill"]["per_step"]
     assert [s["role"] for s in steps] == ["planner", "caller"] * 4 + ["planner", "summarizer"]

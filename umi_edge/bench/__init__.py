@@ -61,6 +61,11 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
     return report
 
 
+def _threads(report: dict) -> tuple[int, int]:
+    """(decode, prompt-batch) threads of the engine; the Llama baselines get the same."""
+    return report["machine"]["threads"], report["machine"]["threads_batch"]
+
+
 def _load_team(config: BenchConfig, **extra):
     from ..team import Team
 
@@ -82,7 +87,7 @@ def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
             bw = read_bandwidth(config.bandwidth_mb, threads=report["machine"]["threads"])
             report["machine"]["bandwidth"] = bw
             report["decode"] = dec.decode(
-                planner, team.paths["planner"], n_ctx=config.n_ctx, threads=config.threads,
+                planner, team.paths["planner"], n_ctx=config.n_ctx, threads=_threads(report),
                 n_batch=team.spec.roles["planner"].n_batch, prompt=scenario.DECODE_PROMPT, tokens=config.tokens,
                 repeats=config.repeats, bandwidth_gb_s=bw["gb_s"], progress=progress)
             d = report["decode"]
@@ -94,8 +99,10 @@ def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
             caller = team.roles["caller"]
             prompt = scenario.first_prompts(team.tools, team.protocol)["caller"]
             ids = team.protocol.encode(prompt, caller.tokenize, caller.bos_id, caller.eos_id)
+            # the loop's own budget and grammar: at most half the context, string bounds fitted to it
+            budget = max(1, min(team.limits.max_tokens("caller"), caller.n_ctx // 2))
             report["constrained"] = dec.constrained(
-                caller, ids, caller_grammar(team.tools), max_tokens=team.limits.max_tokens("caller"),
+                caller, ids, caller_grammar(team.tools, max_tokens=budget), max_tokens=budget,
                 repeats=config.repeats, progress=progress)
             c = report["constrained"]
             progress(f"constrained: {c['constrained_tok_s']} vs {c['unconstrained_tok_s']} tok/s (ratio {c['ratio']})")
@@ -120,5 +127,5 @@ def _child_args(config: BenchConfig, report: dict) -> dict:
     paths = [str(fetch.model_path(registry.model(spec.roles[r].model))) for r in ("planner", "caller", "summarizer")]
     report["config"].setdefault("model", paths[0])
     return {"set": config.set, "models": config.models, "n_ctx": config.n_ctx, "threads": config.threads,
-            "n_batch": spec.roles["planner"].n_batch, "paths": paths, "tokens": config.memory_tokens,
-            "prompt": scenario.QUERY}
+            "llama_threads": _threads(report), "n_batch": spec.roles["planner"].n_batch, "paths": paths,
+            "tokens": config.memory_tokens, "prompt": scenario.QUERY}

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 
-def stock_llama(path, *, n_ctx: int, threads: int | None = None, n_batch: int = 512):
+def stock_llama(path, *, n_ctx: int, threads: tuple[int, int] | None = None, n_batch: int = 512):
     """`llama_cpp.Llama` with its own defaults, except the CPU buffer-type choice our engine makes too
     (on AMX CPUs llama.cpp's repack path crashed for Q4_1 here; see engine.llama._extra_bufts_default),
-    so both sides run the same kernels."""
+    so both sides run the same kernels. `threads`: (decode, prompt batch), as the engine uses them."""
     import llama_cpp
     import llama_cpp.llama_cpp as L
 
@@ -22,7 +22,8 @@ def stock_llama(path, *, n_ctx: int, threads: int | None = None, n_batch: int = 
 
     L.llama_model_default_params = params   # Llama reads its model defaults from this module
     try:
-        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+        decode, batch = threads or (None, None)
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=decode, n_threads_batch=batch,
                                n_batch=n_batch, verbose=False)
     finally:
         L.llama_model_default_params = orig

@@ -18,7 +18,8 @@ T0 = time.time()    # as close to process start as Python lets us; the parent al
 def _llamas(args: dict, paths: list[str]) -> dict:
     from .baseline import stock_llama
 
-    llms = [stock_llama(p, n_ctx=args["n_ctx"], threads=args["threads"], n_batch=args["n_batch"]) for p in paths]
+    llms = [stock_llama(p, n_ctx=args["n_ctx"], threads=tuple(args["llama_threads"]),
+                        n_batch=args["n_batch"]) for p in paths]
     for llm in llms:
         ids = llm.tokenize(args["prompt"].encode("utf-8"), add_bos=True, special=False)
         for _ in zip(range(args["tokens"]), llm.generate(ids, temp=0.0, top_k=0, top_p=1.0, min_p=0.0,
@@ -58,6 +59,22 @@ def _cold_start(args: dict) -> dict:
             "prompt_tokens": len(ids)}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the exec'd image alone; getrusage's ru_maxrss is not clean
+    on Linux: exec keeps the high-water mark of the process that forked us (e.g. a bench holding a model)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
 def main(argv: list[str]) -> int:
     kind, args = argv[0], json.loads(argv[1])
     if kind == "single":
@@ -70,6 +87,7 @@ def main(argv: list[str]) -> int:
         out = _cold_start(args)
     else:
         raise SystemExit(f"unknown workload {kind!r}")
+    out["peak_rss_mb"] = peak_rss_mb()
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 
-def decode(role, path, *, n_ctx: int, threads: int | None, n_batch: int, prompt: str, tokens: int,
+def decode(role, path, *, n_ctx: int, threads: tuple[int, int], n_batch: int, prompt: str, tokens: int,
            repeats: int, bandwidth_gb_s: float, progress: Callable[[str], None] = lambda s: None) -> dict:
     """Greedy tokens/s of `role.generate` vs `llama_cpp.Llama.generate`, same prompt, threads and token count,
     interleaved A B A B; medians. Both evaluate the prompt outside the timed part."""

@@ -11,10 +11,10 @@ from typing import Callable
 
 
 def run_child(kind: str, args: dict, *, timeout: float = 900) -> tuple[dict, float, float]:
-    """Run one workload of `child.py`; returns (its JSON result, its own peak RSS in MB, spawn time).
+    """Run one workload of `child.py`; returns (its JSON result, its peak RSS in MB, spawn time).
 
-    os.wait4 reaps the child together with its own rusage, so earlier or concurrent children never mix in
-    (Popen.wait would reap it first, hence the pipes are drained by threads instead of communicate())."""
+    The peak is the child's own VmHWM (see child.peak_rss_mb); os.wait4's rusage is the fallback where
+    /proc is missing (the pipes are drained by threads so that Popen does not reap the child first)."""
     import threading
 
     t_spawn = time.time()
@@ -38,7 +38,9 @@ def run_child(kind: str, args: dict, *, timeout: float = 900) -> tuple[dict, flo
         tail = chunks.get("err", b"").decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit code {code}"]
         why = "timed out" if code == -9 else "failed"
         raise RuntimeError(f"bench workload {kind!r} {why}: {tail[0]}")
-    return json.loads(chunks["out"].decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024, t_spawn
+    result = json.loads(chunks["out"].decode().strip().splitlines()[-1])
+    fallback = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
+    return result, result.get("peak_rss_mb") or fallback, t_spawn
 
 
 def memory(args: dict, *, progress: Callable[[str], None] = lambda s: None) -> dict:
