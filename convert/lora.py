@@ -10,6 +10,7 @@ converter squeezes them to 1-D, which its adapter loader then rejects).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +30,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _PREFIX = "base_model.model."
+
+log = logging.getLogger(__name__)
 
 __all__ = ["convert_lora", "is_adapter", "ADAPTER_CONFIG", "OUTTYPES"]
 
@@ -88,6 +91,9 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     refs = _adapter_tensors(adapter_dir)
     pairs, extras = _plan(arch, refs, lparams, adapter_dir)
     alpha = _gguf_alpha(lparams, pairs)
+    if extras:
+        log.warning("%s: trained norm weights (%s) are written as llama.cpp's converter does, but llama.cpp "
+                    "ignores norms in adapters", adapter_dir, ", ".join(r.name for r, _ in extras))
 
     # llama.cpp's auto: the 16-bit type of the first tensor it reads (a trained norm, else a lora_A)
     first = extras[0][0] if extras else pairs[0].a
@@ -133,6 +139,7 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
         "pairs": len(pairs),
         "rank": sorted({int(p.a.shape[0]) for p in pairs}),
         "alpha": alpha,
+        "norms_ignored_by_llama_cpp": [name for _, name in extras],
         "role": role,
         "protocol": PROTOCOLS.get(role) if role else None,
         "size_bytes": out.stat().st_size,

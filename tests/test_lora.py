@@ -163,8 +163,13 @@ def test_byte_identical_to_llama_cpp(outtype, tiny_model, tmp_path, llama_cpp_lo
 
     base = tiny_model("LlamaForCausalLM", name="base", dtype="bfloat16")
     adapter = make_peft_adapter(base, tmp_path / "adapter", targets=TARGETS + ["embed_tokens", "lm_head"])
+    # norms trained alongside (mergekit-extract-lora): both converters write them, llama.cpp ignores them
+    norms = {"base_model.model.model.norm.weight": np.full(64, 1.25, np.float32),
+             "base_model.model.model.layers.1.input_layernorm.weight": np.full(64, 0.75, np.float32)}
+    _resave(adapter, lambda t: t.update(norms))
     ours, ref = tmp_path / "ours.gguf", tmp_path / "ref.gguf"
-    convert_lora(adapter, ours, base=base, outtype=outtype)
+    summary = convert_lora(adapter, ours, base=base, outtype=outtype)
+    assert summary["norms_ignored_by_llama_cpp"] == ["blk.1.attn_norm.weight", "output_norm.weight"]
     env = {**os.environ, "PYTHONPATH": str(llama_cpp_lora_converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, str(llama_cpp_lora_converter), str(adapter), "--base", str(base),
                         "--outfile", str(ref), "--outtype", outtype], env=env, capture_output=True, text=True)
