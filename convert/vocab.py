@@ -270,7 +270,8 @@ def _llama_special_cases(writer, folder: Path, config: dict) -> None:
 
     n = config.get("vocab_size", 32000)
     if n == 32016:  # CodeLlama infill tokens
-        special = gguf.SpecialVocab(folder, load_merges=False, special_token_types=["prefix", "suffix", "middle", "eot"])
+        special = gguf.SpecialVocab(folder, load_merges=False,
+                                    special_token_types=["prefix", "suffix", "middle", "eot"])
         for typ, tid in (("prefix", 32007), ("suffix", 32008), ("middle", 32009), ("eot", 32010)):
             special._set_special_token(typ, tid)
         special.add_to_gguf(writer, quiet=True)
