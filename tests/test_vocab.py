@@ -519,6 +519,8 @@ def _spm_variant(spm_dir: Path, folder: Path, variant: str) -> Path:
         (folder / "added_tokens.json").write_text(json.dumps({"<pad>": 600, "<far>": 650}))
     elif variant == "alpha-umi-13b-summarizer":
         (folder / "added_tokens.json").write_text(json.dumps({"<pad>": 600}))   # outside the embedding
+    elif variant == "codellama":
+        config["vocab_size"] = 32016   # llama.cpp keys its infill-token ids on this size
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -526,6 +528,7 @@ def _spm_variant(spm_dir: Path, folder: Path, variant: str) -> Path:
 @pytest.mark.parametrize("variant", [
     pytest.param("alpha-umi", marks=pytest.mark.slow),   # also covered by test_convert_parity's tiny Llama
     pytest.param("alpha-umi-13b-summarizer", marks=pytest.mark.slow),
+    pytest.param("codellama", marks=pytest.mark.slow),
     "modern",
 ])
 def test_spm_vocab_equals_llama_cpp(variant, spm_dir, tmp_path, llama_cpp_converter):
