@@ -51,3 +51,16 @@ def test_constrained_caller_on_smollm2(smol):
         json.loads(g.text.split("Action Input: ", 1)[1])
         # "Action:" and the fixed JSON key text are appended without sampling
         assert g.n_forced >= 5
+
+
+def test_three_roles_map_the_weights_once(smol, smollm2_gguf):
+    import os
+
+    from test_engine import _mapped_bytes
+
+    be, m = smol
+    assert be.load_model(smollm2_gguf) is m
+    roles = [be.new_role(m, name=f"map-{n}", n_ctx=512, n_threads=1) for n in ("planner", "caller", "summarizer")]
+    assert len({r.ctx for r in roles}) == 3 and {r.model.ptr for r in roles} == {m.ptr}
+    size = os.path.getsize(smollm2_gguf)
+    assert 0.5 * size < _mapped_bytes(smollm2_gguf) < 1.5 * size
