@@ -487,3 +487,56 @@ def test_importing_the_engine_does_not_load_llama_cpp():
 
     code = "import sys, umi_edge.engine.llama; assert 'llama_cpp' not in sys.modules, 'eager import'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- SentencePiece vocab (the α-UMi checkpoints' kind) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spm_model(backend, tmp_path_factory, spm_tokenizer_dir):
+    """A random-weight Llama with a Llama-2 style SentencePiece vocab (dummy prefix, byte fallback)."""
+    spm = pytest.importorskip("sentencepiece")
+    from umi_convert.vocab import write_vocab
+
+    n_vocab = spm.SentencePieceProcessor(model_file=str(spm_tokenizer_dir / "tokenizer.model")).vocab_size()
+    path = tmp_path_factory.mktemp("spm") / "spm.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    n_embd = 32
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(1)
+    w.add_feed_forward_length(2 * n_embd)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_rope_dimension_count(n_embd // 2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    write_vocab(w, spm_tokenizer_dir, {}, gguf.MODEL_ARCH.LLAMA)
+    rng = np.random.default_rng(2)
+    for name, shape in (("token_embd.weight", (n_vocab, n_embd)), ("output.weight", (n_vocab, n_embd)),
+                        ("blk.0.attn_q.weight", (n_embd, n_embd)), ("blk.0.attn_k.weight", (n_embd, n_embd)),
+                        ("blk.0.attn_v.weight", (n_embd, n_embd)), ("blk.0.attn_output.weight", (n_embd, n_embd)),
+                        ("blk.0.ffn_gate.weight", (2 * n_embd, n_embd)), ("blk.0.ffn_up.weight", (2 * n_embd, n_embd)),
+                        ("blk.0.ffn_down.weight", (n_embd, 2 * n_embd))):
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.1).astype(np.float32))
+    for name in ("output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"):
+        w.add_tensor(name, np.ones(n_embd, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return backend.load_model(path)
+
+
+def test_grammar_forcing_with_a_sentencepiece_vocab(backend, spm_model):
+    """SentencePiece adds a dummy-prefix space when tokenizing a fresh string; forced text mid-output must
+    not get it, and must still be appended without sampling."""
+    m = spm_model
+    from umi_edge.engine.forced import ForcedText
+
+    assert ForcedText(m)._pieces(m.tokenize("Action")).startswith(b" ")    # the dummy prefix this test is about
+    r = new_role(backend, m, sampling=Sampling(temperature=1.0, seed=4))
+    p = prompt(m, "hello")
+    for _ in range(3):
+        g = r.generate(p, max_tokens=120, grammar=GRAMMAR)
+        assert GRAMMAR_RE.fullmatch(g.text), g.text
+        assert g.n_forced >= 5

@@ -84,12 +84,35 @@ class ForcedText:
             L.llama_sampler_free(walk)
         if not text:
             return [], False
-        forced = text.decode("ascii")
-        ids = self.model.tokenize(forced)
-        if self.model.detokenize(ids) != forced:
-            return [], False    # e.g. a SentencePiece vocab adding its dummy-prefix space
+        ids = self._tokens_for(bytes(text))
+        if not ids:
+            return [], False
         if not ends:
             ids = ids[:-1]
         if len(ids) > budget:
             return ids[:budget], False
         return ids, ends
+
+    def _pieces(self, ids) -> bytes:
+        # what the grammar sees: raw token pieces, no first-token space stripping (unlike llama_detokenize)
+        L = _native.lib()
+        buf = ctypes.create_string_buffer(256)
+        out = bytearray()
+        for t in ids:
+            n = L.llama_token_to_piece(self.model.vocab, t, buf, 256, 0, False)
+            if n < 0:
+                return b""
+            out += buf.raw[:n]
+        return bytes(out)
+
+    def _tokens_for(self, text: bytes) -> list[int] | None:
+        """`text` tokenized the model's way, as a continuation: its pieces must spell exactly `text`."""
+        ids = self.model.tokenize(text.decode("ascii"))
+        if self._pieces(ids) == text:
+            return ids
+        # SentencePiece prefixes a fresh string with a space: tokenize after a newline and cut it off
+        ids = self.model.tokenize("\n" + text.decode("ascii"))
+        for k in range(1, min(3, len(ids))):
+            if self._pieces(ids[:k]).strip(b" ") == b"\n" and self._pieces(ids[k:]) == text:
+                return ids[k:]
+        return None
