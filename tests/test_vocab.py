@@ -409,9 +409,10 @@ def test_real_llama3_token_exact(real_llama3):
 
 
 @pytest.mark.slow
-def test_real_qwen2_token_exact(tmp_path):
+def test_real_qwen2_token_exact(tmp_path, llama_cpp_converter):
     """The real Qwen2 vocabulary (llama.cpp's ggml-vocab-qwen2.gguf): llama.cpp's hash table gives qwen2,
-    the vocabulary round-trips, and ids match HF."""
+    the vocabulary round-trips, ids match HF, and a Qwen2 model's tokenizer keys equal llama.cpp's
+    converter's (the non-llama vocab path)."""
     try:
         source = tt.llama_cpp_vocab_gguf(CACHE, "qwen2")
     except Exception as e:  # no network and no cache
@@ -431,6 +432,21 @@ def test_real_qwen2_token_exact(tmp_path):
     assert llm.tokenize(b"</s>", add_bos=False, special=True) == [128247]
     assert len(hf("</s>").input_ids) == 3
     assert_bpe_token_exact(llm, hf, [t for t in BPE_TEXTS if "</s>" not in t], add_special=True)
+
+    config = dict(_LLAMA_CONFIG, architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936,
+                  bos_token_id=151643, eos_token_id=151645, pad_token_id=None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    import gguf
+
+    from umi_convert.vocab import write_vocab
+
+    w = gguf.GGUFWriter(str(tmp_path / "qwen.gguf"), "qwen2")
+    write_vocab(w, tmp_path, config, gguf.MODEL_ARCH.QWEN2)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    ref = llama_cpp_vocab(llama_cpp_converter, tmp_path, tmp_path / "ref.gguf")
+    assert tokenizer_fields(tmp_path / "qwen.gguf") == ref
 
 
 # --- bad input ------------------------------------------------------------------------------------------
