@@ -176,9 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     path = argv[0]
     n_ctx = int(argv[1]) if len(argv) > 1 else 2048
     threads = int(argv[2]) if len(argv) > 2 else None
+    from ..protocol.grammar import caller_grammar
+    from ..tools.demo import TOOLS
+
     report = {
         "decode": decode(path, n_ctx=n_ctx, n_threads=threads),
         "constrained": constrained(path, n_ctx=n_ctx, n_threads=threads),
+        "constrained_demo_tools": constrained(path, grammar=caller_grammar(TOOLS, max_tokens=128),
+                                              max_tokens=128, n_ctx=n_ctx, n_threads=threads),
         "memory": memory(path, n_ctx=n_ctx, n_threads=threads),
     }
     print(json.dumps(report, indent=1))
