@@ -92,7 +92,8 @@ class SharedModel:
         return buf[:n]
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        """Ids → text; special tokens (BOS/EOS) render as nothing."""
+        """Ids → text; special tokens (BOS/EOS) render as nothing, and (like HF's decode) a SentencePiece
+        vocab's first piece loses its dummy-prefix space."""
         L = _native.lib()
         if not ids:
             return ""
