@@ -540,3 +540,16 @@ def test_grammar_forcing_with_a_sentencepiece_vocab(backend, spm_model):
         g = r.generate(p, max_tokens=120, grammar=GRAMMAR)
         assert GRAMMAR_RE.fullmatch(g.text), g.text
         assert g.n_forced >= 5
+
+
+def test_measure_script_reports_positive_ratios(files):
+    """engine/measure.py (the side-by-side figures the bench reuses) runs end to end on a tiny model."""
+    from umi_edge.engine import measure
+
+    path = str(files / "flat.gguf")
+    d = measure.decode(path, n_tokens=8, n_ctx=512, n_threads=1, repeats=1, prompt="hello world")
+    c = measure.constrained(path, grammar=GRAMMAR, max_tokens=100, n_ctx=512, n_threads=1, repeats=1,
+                            prompt="hello world")
+    assert d["ratio_vs_llama_cpp_python"] > 0 and d["umi_edge_tok_s"] > 0 and d["llama_cpp_python_tok_s"] > 0
+    assert c["ratio"] > 0 and 0 < c["forced_tokens"] < c["constrained_tokens"]
+    assert GRAMMAR_RE.fullmatch(c["constrained_text"])
