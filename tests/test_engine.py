@@ -553,3 +553,28 @@ def test_measure_script_reports_positive_ratios(files):
     assert d["ratio_vs_llama_cpp_python"] > 0 and d["umi_edge_tok_s"] > 0 and d["llama_cpp_python_tok_s"] > 0
     assert c["ratio"] > 0 and 0 < c["forced_tokens"] < c["constrained_tokens"]
     assert GRAMMAR_RE.fullmatch(c["constrained_text"])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_no_native_leak_over_many_generations(backend, files):
+    """Grammar clones, candidate arrays and batches are reused or freed: RSS stays flat over many calls."""
+    model = backend.load_model(files / "flat.gguf")
+    r = new_role(backend, model, sampling=Sampling(temperature=1.0, seed=9))
+    p = prompt(model, "hello world")
+
+    def burst(n):
+        for i in range(n):
+            r.generate(p + [2 + i % 50], max_tokens=120, grammar=GRAMMAR)
+            r.generate(p, max_tokens=16)
+
+    burst(50)
+    before = _rss_mb()
+    burst(400)
+    assert _rss_mb() - before < 4.0
