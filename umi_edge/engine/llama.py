@@ -176,7 +176,7 @@ class LlamaRole:
         self.ctx = ctx
         self._stack.callback(L.llama_free, ctx)
         self.n_ctx = L.llama_n_ctx(ctx)
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, self.n_ctx)    # llama.cpp clamps it the same way
         self._mem = L.llama_get_memory(ctx)
 
         if adapter is not None:
