@@ -578,3 +578,13 @@ def test_no_native_leak_over_many_generations(backend, files):
     before = _rss_mb()
     burst(400)
     assert _rss_mb() - before < 4.0
+
+
+def test_n_gpu_layers_passes_through_on_a_cpu_build(files, caplog):
+    with LlamaBackend() as be:
+        m = be.load_model(files / "tiny.gguf", n_gpu_layers=99)    # CPU build: llama.cpp keeps it on CPU
+        g = be.new_role(m, name="g", n_ctx=128, n_threads=1).generate(prompt(m, "hello"), max_tokens=2)
+        assert g.n_generated == 2
+        with caplog.at_level("WARNING"):
+            assert be.load_model(files / "tiny.gguf", n_gpu_layers=0) is m
+        assert "already loaded with n_gpu_layers=99" in caplog.text
