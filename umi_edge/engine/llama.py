@@ -177,6 +177,8 @@ class LlamaRole:
         self._stack.callback(L.llama_free, ctx)
         self.n_ctx = L.llama_n_ctx(ctx)
         self.n_batch = min(n_batch, self.n_ctx)    # llama.cpp clamps it the same way
+        # the prompt goes in micro-batch chunks: same compute, and a cancel is seen between them
+        self._prompt_chunk = min(n_ubatch, self.n_batch)
         self._mem = L.llama_get_memory(ctx)
 
         if adapter is not None:
@@ -250,10 +252,11 @@ class LlamaRole:
                 n_forced=n_forced, n_truncated=n_truncated, prompt_seconds=t1 - t0, decode_seconds=t2 - t1,
             )
 
-        for i in range(0, len(todo), self.n_batch):
+        step = self._prompt_chunk
+        for i in range(0, len(todo), step):
             if cancel is not None and cancel.is_set():
                 return done("cancelled")
-            chunk = todo[i:i + self.n_batch]
+            chunk = todo[i:i + step]
             self._decode(chunk)
             n_eval += len(chunk)
         t1 = time.perf_counter()
