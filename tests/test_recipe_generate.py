@@ -1,0 +1,130 @@
+"""GLPFT recipe data generator: records render byte-exactly, calls are valid, observations are real, no held-out leak."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "glpft"
+sys.path.insert(0, str(RECIPE))
+
+import generate  # noqa: E402
+
+from umi_edge.protocol import Turn, get_protocol  # noqa: E402
+from umi_edge.protocol.backbone import Backbone  # noqa: E402
+from umi_edge.tools import parse_arguments  # noqa: E402
+from umi_edge.tools.demo import TOOLS  # noqa: E402
+
+N = 250
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate.build(N, seed=0)
+
+
+def _turns(record):
+    return [Turn(h["from"], h["value"]) for h in record["history"]]
+
+
+def test_inputs_render_exactly_as_the_runtime_builds_them(data):
+    proto = get_protocol("alpha-umi/toolbench-v1")
+    docs = TOOLS.docs(proto.doc_chars)
+    for r in data["planner"]:
+        assert r["tools"] == docs
+        assert r["input"] == proto.planner_prompt(docs, _turns(r))
+    for r in data["caller"]:
+        *history, plan = _turns(r)
+        assert plan.role == "assistant" and plan.text == r["history"][-1]["value"]
+        assert r["input"] == proto.caller_prompt(docs, history, plan.text)
+        assert r["input"].endswith("the api call request. caller: ")
+    for r in data["summarizer"]:
+        *history, plan = _turns(r)
+        assert plan.text.endswith("\n Next: conclusion.")
+        assert r["input"] == proto.summarizer_prompt(history, plan.text)
+        assert r["input"].endswith("Next: conclusion.</s> conclusion: ")
+    for r in data["backbone"]:
+        assert r["input"] == Backbone().prompt(docs, _turns(r))
+
+
+def test_targets_have_the_role_shapes(data):
+    proto = get_protocol("alpha-umi/toolbench-v1")
+    kinds = {"caller": 0, "conclusion": 0, "give_up": 0}
+    for r in data["planner"]:
+        route = proto.route(r["target"])
+        assert route.marker and route.plan == r["target"]
+        assert r["target"].endswith("\n Next: " + {"caller": "caller.", "conclusion": "conclusion.",
+                                                   "give_up": "give up."}[route.kind])
+        kinds[route.kind] += 1
+    assert all(kinds.values()), kinds
+    assert len(data["backbone"]) == len(data["planner"])
+    for r in data["backbone"]:
+        assert "Next:" not in r["target"]
+        assert "\nAction: " in r["target"] or "\nconclusion: " in r["target"]
+
+
+def test_every_caller_target_is_a_registered_tool_with_schema_valid_arguments(data):
+    proto = get_protocol("alpha-umi/toolbench-v1")
+    for r in data["caller"]:
+        call = proto.parse_call(r["target"])
+        assert r["target"] == f"Action: {call.action}\nAction Input: {call.arguments}"
+        assert call.action in TOOLS.names
+        args, problem = parse_arguments(call.arguments, TOOLS[call.action].parameters)
+        assert problem is None, (r["target"], problem)
+        assert call.arguments.isascii()
+
+
+def test_observations_are_the_real_tool_outputs(data):
+    proto = get_protocol("alpha-umi/toolbench-v1")
+    seen = errors = 0
+    for r in data["planner"] + data["summarizer"]:
+        h = r["history"]
+        for i, turn in enumerate(h):
+            if turn["from"] != "observation":
+                continue
+            assert h[i - 1]["from"] == "caller"
+            call = proto.parse_call(h[i - 1]["value"], TOOLS.names)
+            assert turn["value"] == proto.truncate_observation(TOOLS.call(call.action, call.arguments).text)
+            seen += 1
+            errors += '"error": ' in turn["value"]
+    assert seen and errors, (seen, errors)  # tool errors (and the recoveries after them) are in the data
+
+
+def test_episodes_have_one_to_four_calls_and_grounded_answers(data):
+    counts = set()
+    for r in data["summarizer"]:
+        calls = [t for t in r["history"] if t["from"] == "caller"]
+        counts.add(len(calls))
+        observations = " ".join(t["value"] for t in r["history"] if t["from"] == "observation")
+        numbers = [w for w in r["target"].replace(",", "").replace("(", " ").split() if w[:1].isdigit()]
+        for w in numbers:  # every number the answer states comes from the query or an observation
+            w = w.rstrip(".:;)").rstrip("°")
+            assert w in observations or w in r["history"][0]["value"].replace(",", ""), (w, r["target"])
+    assert {1, 2, 3, 4} <= counts, counts
+
+
+def test_no_heldout_query_country_or_date(data):
+    banned = generate.heldout()
+    assert len(banned["queries"]) == 31 and banned["countries"] and banned["dates"]
+    for records in data.values():
+        for r in records:
+            query = r["history"][0]["value"]
+            assert generate.normalize_query(query) not in banned["queries"]
+            text = r["input"] + r["target"]
+            for c in banned["countries"]:
+                assert c not in query
+            for d in banned["dates"]:
+                assert d not in text
+
+
+def test_deterministic_in_the_seed(data, tmp_path):
+    again = generate.build(N, seed=0)
+    assert again == data
+    assert generate.build(N, seed=1)["planner"] != data["planner"]
+    counts = generate.write(again, tmp_path)
+    for role, n in counts.items():
+        assert json.loads((tmp_path / f"train_{role}.json").read_text(encoding="utf-8")) == data[role]
+        assert n == len(data[role])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"train_{r}.json" for r in sorted(generate.ROLES)]
