@@ -43,6 +43,22 @@ def run_child(kind: str, args: dict, *, timeout: float = 900) -> tuple[dict, flo
     return result, result.get("peak_rss_mb") or fallback, t_spawn
 
 
+def kv_cache_mb(path, n_ctx: int, bytes_per_value: int = 2) -> float | None:
+    """The f16 K+V cache one context allocates at `n_ctx`, from the GGUF header (None if it lacks the keys)."""
+    from pathlib import Path
+
+    from ..engine._native import gguf_header
+
+    arch = gguf_header(Path(path), ("general.architecture",)).get("general.architecture")
+    keys = tuple(f"{arch}.{k}" for k in ("block_count", "embedding_length", "attention.head_count",
+                                          "attention.head_count_kv"))
+    head = gguf_header(Path(path), keys)
+    if arch is None or any(not isinstance(head.get(k), int) for k in keys):
+        return None
+    n_layer, n_embd, n_head, n_head_kv = (head[k] for k in keys)
+    return 2 * n_layer * n_ctx * (n_embd // n_head) * n_head_kv * bytes_per_value / (1 << 20)
+
+
 def memory(args: dict, *, progress: Callable[[str], None] = lambda s: None) -> dict:
     """Peak RSS (MB) of (a) one llama_cpp.Llama on the planner's model, (b) one Llama per role,
     (c) the team (Team.load: each distinct GGUF once, one context per role), same n_ctx and workload."""
@@ -53,6 +69,9 @@ def memory(args: dict, *, progress: Callable[[str], None] = lambda s: None) -> d
         out[f"{kind}_mb"] = round(rss, 1)
         if kind == "team":
             out["team_models_loaded"] = result["models_loaded"]
+    kv = kv_cache_mb(args["paths"][0], args["n_ctx"])
+    if kv:
+        out["kv_cache_mb_per_context"] = round(kv, 1)   # what each extra role context adds at least
     out["team_vs_single"] = round(out["team_mb"] / out["single_mb"], 4)
     out["team_vs_separate"] = round(out["team_mb"] / out["separate_mb"], 4)
     progress(f"memory: single {out['single_mb']} MB, separate {out['separate_mb']} MB, team {out['team_mb']} MB "
