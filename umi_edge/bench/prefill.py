@@ -48,7 +48,8 @@ def prefill(roles: Mapping[str, object], tools, protocol, *, repeats: int = 3,
     the team starting with empty caches; `ratio_after_first_step` leaves step 1 out (issue 3's bar);
     `ratio_next_task` is a second task on the same team (the shared tool-doc prefix is already cached)."""
     off_s, on_s = [], []
-    off = on = warm = []
+    off: list[dict] = []
+    on: list[dict] = []
     for i in range(max(repeats, 1)):
         progress(f"prefill: replay {i + 1}/{repeats} (reuse off, on)")
         off = replay(roles, tools, protocol, reuse=False)

@@ -38,7 +38,7 @@ def table(report: dict) -> str:
     cfg, m = report.get("config", {}), report.get("machine", {})
     lines = [f"umi-edge bench: set {cfg.get('set')!r}, n_ctx {cfg.get('n_ctx')}, "
              f"threads {m.get('threads')}/{m.get('threads_batch')} (decode/batch), {m.get('cores')} cores, "
-             f"{m.get('cpu', '?')}"]
+             f"{m.get('cpu', '?')}, load average {m.get('load_average')}"]
     if cfg.get("model"):
         lines.append(f"model: {cfg['model']}")
     width = max(len(r[2]) for r in ROWS)
