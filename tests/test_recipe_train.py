@@ -123,6 +123,11 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
         assert (out / "data" / f"train_{name}.json").is_file()
 
     from umi_edge.engine.llama import LlamaBackend
+    from umi_edge.registry import load_registry, resolve_set
+
+    spec = resolve_set(train.EVAL_SET, registry=load_registry(summary["models_toml"], env={}), env={})
+    for role in ("planner", "caller", "summarizer"):
+        assert Path(spec.roles[role].adapter) == Path(summary["adapters"][role]["path"]).resolve()
 
     with LlamaBackend() as backend:
         m = backend.load_model(smollm2_gguf)

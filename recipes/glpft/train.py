@@ -213,6 +213,24 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+EVAL_SET = "glpft"
+
+
+def write_overlay(out: Path, model: str) -> Path:
+    """models.toml overlay: set `glpft` = the default set's settings + the trained role adapters (for eval)."""
+    text = (f"# written by recipes/glpft/train.py: umi-edge eval tasks heldout --models {out / 'models.toml'} "
+            f"--set {EVAL_SET}\n"
+            f"[sets.{EVAL_SET}]\n"
+            f'description = "SmolLM2-135M-Instruct + GLPFT role adapters (recipes/glpft)"\n'
+            f'model = "{model}"\nprotocol = "alpha-umi/toolbench-v1"\ntools = "umi_edge.tools.demo:TOOLS"\n'
+            "n_ctx = 2048\nmax_tokens = 192\nmax_steps = 8\n"
+            "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n"
+            + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf" }}\n' for role in TEAM))
+    path = out / "models.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_log(log: list, out: Path) -> None:
     tmp = out.with_suffix(".part")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -283,6 +301,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
                             role=name if name in TEAM else None)
         adapters[name] = {"path": str(path), "sha256": sha256(path), "size_bytes": info["size_bytes"],
                           "rank": info["rank"], "alpha": info["alpha"]}
+    overlay = write_overlay(out, cfg["base"]["model"])
     first = {k: next(r["loss"] for r in log if (r["stage"], r["role"]) == k) for k in {(r["stage"], r["role"]) for r in log}}
     last = {k: [r["loss"] for r in log if (r["stage"], r["role"]) == k][-1] for k in first}
     summary = {
@@ -294,7 +313,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
                    "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "device": device},
         "loss_first": {f"{s}/{r}": v for (s, r), v in sorted(first.items())},
         "loss_last": {f"{s}/{r}": v for (s, r), v in sorted(last.items())},
-        "adapters": adapters, "seconds": round(time.monotonic() - t0, 1),
+        "adapters": adapters, "models_toml": str(overlay), "seconds": round(time.monotonic() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
