@@ -144,3 +144,59 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
             role.reset()
             role.generate(ids, max_tokens=0)
             assert abs(role.last_logits() - base_logits).max() > 0  # the adapter changes the model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("targets", [None, ["q_proj", "k_proj"]], ids=["all", "qk"])
+def test_dequantized_base_and_exported_adapter_match_llama_cpp(tmp_path, smollm2_gguf, targets):
+    """The faithful path: transformers on the dequantized GGUF ≈ llama.cpp on the GGUF, with and without a
+    (random, non-zero) LoRA exported through the recipe's save_peft + convert_lora. "qk": only the
+    projections whose rows llama.cpp permutes, so a layout slip cannot hide behind the other modules."""
+    import numpy as np
+    import torch
+    from peft import get_peft_model
+
+    from umi_convert.lora import convert_lora
+    from umi_edge.engine.llama import LlamaBackend
+    from umi_edge.protocol.alpha_umi import encode
+
+    cfg = train.load_config(RECIPE / "config.toml")
+    if targets:
+        cfg["lora"]["target_modules"] = targets
+    text = "user: What is 15% of 2,480?</s>assistant: I will call the calculator.\n Next: caller.</s> caller: "
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        ids = encode(text, m.tokenize, m.bos_id, m.eos_id)
+    model = train.load_model(smollm2_gguf).eval()
+    torch.manual_seed(0)
+    pm = get_peft_model(model, train.lora_config(cfg))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.4 if targets else 0.1)  # well above the base's q8 activation noise
+    with torch.no_grad():
+        hf_lora = pm(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+        with pm.disable_adapter():
+            hf_base = pm(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    base_dir = tmp_path / "base"
+    model.config.save_pretrained(base_dir)
+    train.save_peft(tmp_path / "peft", train.lora_state(pm), rank=cfg["lora"]["rank"], alpha=cfg["lora"]["alpha"],
+                    targets=cfg["lora"]["target_modules"], base_dir=base_dir)
+    convert_lora(tmp_path / "peft", tmp_path / "a.gguf", base=base_dir, outtype="f32")
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        plain = backend.new_role(m, name="plain", n_ctx=256)
+        plain.generate(ids, max_tokens=0)
+        cpp_base = plain.last_logits()
+        role = backend.new_role(m, name="lora", adapter=backend.load_adapter(m, tmp_path / "a.gguf"), n_ctx=256)
+        role.generate(ids, max_tokens=0)
+        cpp_lora = role.last_logits()
+
+    def corr(a, b):
+        return float(np.corrcoef(a, b)[0, 1])
+
+    assert corr(hf_base, cpp_base) > 0.99 and hf_base.argmax() == cpp_base.argmax()
+    assert corr(hf_lora, cpp_lora) > 0.99 and hf_lora.argmax() == cpp_lora.argmax()
+    # The adapter's own effect agrees too: measured 0.987 (all) / 0.979 (qk); 0.40 for qk with the
+    # converter's rope row permutation disabled.
+    assert np.abs(hf_lora - hf_base).max() > 2
+    assert corr(hf_lora - hf_base, cpp_lora - cpp_base) > 0.95
