@@ -128,3 +128,39 @@ def test_deterministic_in_the_seed(data, tmp_path):
         assert json.loads((tmp_path / f"train_{role}.json").read_text(encoding="utf-8")) == data[role]
         assert n == len(data[role])
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"train_{r}.json" for r in sorted(generate.ROLES)]
+
+
+def test_every_caller_target_passes_the_runtime_caller_grammar(data, smollm2_gguf):
+    """Fed as SmolLM2 tokens through llama.cpp's grammar sampler with the loop's caller grammar at the
+    trained set's caller budget, every target is admitted and may end with EOS."""
+    import ctypes
+
+    L = pytest.importorskip("llama_cpp")
+    from umi_edge.engine.llama import LlamaBackend
+    from umi_edge.protocol.grammar import caller_grammar
+
+    grammar = caller_grammar(TOOLS, max_tokens=generate.CALLER_MAX_TOKENS).encode()
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        vocab = L.llama_model_get_vocab(m.ptr)
+
+        def admitted(tokens) -> bool:
+            g = L.llama_sampler_init_grammar(vocab, grammar, b"root")
+            try:
+                cell = (L.llama_token_data * 1)()
+                for tok in [*tokens, m.eos_id]:
+                    cell[0].id, cell[0].logit, cell[0].p = tok, 0.0, 0.0
+                    arr = L.llama_token_data_array(data=cell, size=1, selected=-1, sorted=False)
+                    L.llama_sampler_apply(g, ctypes.byref(arr))
+                    if cell[0].logit == float("-inf"):
+                        return False
+                    if tok != m.eos_id:
+                        L.llama_sampler_accept(g, tok)
+                return True
+            finally:
+                L.llama_sampler_free(g)
+
+        targets = sorted({r["target"] for r in data["caller"]})
+        assert not admitted(m.tokenize('Action: calculator\nAction Input: {\n  "expression": "1"\n}'))
+        rejected = [t for t in targets if not admitted(m.tokenize(t))]
+    assert not rejected, rejected[:5]

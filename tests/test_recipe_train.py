@@ -128,6 +128,7 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
     spec = resolve_set(train.EVAL_SET, registry=load_registry(summary["models_toml"], env={}), env={})
     for role in ("planner", "caller", "summarizer"):
         assert Path(spec.roles[role].adapter) == Path(summary["adapters"][role]["path"]).resolve()
+    assert spec.roles["caller"].max_tokens == train.generate.CALLER_MAX_TOKENS
 
     with LlamaBackend() as backend:
         m = backend.load_model(smollm2_gguf)

@@ -28,6 +28,10 @@ from umi_edge.protocol.backbone import Backbone, target as backbone_target
 from umi_edge.tools.demo import TOOLS, countries
 
 ROLES = ("planner", "caller", "summarizer", "backbone")
+# The caller budget the trained set runs with. The caller grammar bounds JSON strings so any admitted call
+# fits the budget: 192 tokens (the default set) allows 22-character expressions, 256 allows 33; a sum of
+# three populations needs up to 32.
+CALLER_MAX_TOKENS = 256
 NEXT = {"caller": "\n Next: caller.", "conclusion": "\n Next: conclusion.", "give_up": "\n Next: give up."}
 
 
@@ -76,7 +80,8 @@ class Episode:
 
     def call(self, thought: str, tool: str, args: dict) -> dict | None:
         """Plan + call + real observation; the tool's JSON result, or None when it reported a fault."""
-        call_text = f"Action: {tool}\nAction Input: {json.dumps(args, indent=2)}"
+        # one-line JSON: the runtime's default caller grammar admits no newlines inside the arguments
+        call_text = f"Action: {tool}\nAction Input: {json.dumps(args)}"
         plan = self._plan(thought, "caller", backbone_target(thought + NEXT["caller"], call=call_text))
         self._record("caller", [*self.history, Turn("assistant", plan)],
                      self.proto.caller_prompt(self.docs, self.history, plan), call_text)
@@ -153,8 +158,9 @@ UNITS = [
     ((0, 100), "degrees Celsius", "C", "Kelvin", "K"), ((1, 20), "square miles", "mi2", "square kilometers", "km2"),
 ]
 # misspelled or spelled-out units the tool rejects, and the unit the planner then uses instead
-BAD_UNITS = {"km": "kilometres/hr", "mi": "mile(s)", "kg": "kilogramme", "lb": "lbm", "F": "farenheit",
-             "C": "celcius", "gal": "US gallon", "l": "litre(s)", "mph": "miles/hour", "km/h": "kilometer/hour"}
+# (at most 11 characters: the caller grammar's bound for unit strings at CALLER_MAX_TOKENS)
+BAD_UNITS = {"km": "kms", "mi": "mile(s)", "kg": "kilogramme", "lb": "lbm", "F": "farenheit",
+             "C": "celcius", "gal": "US gallon", "l": "litre(s)", "mph": "miles/hr", "km/h": "kilometer/h"}
 IMPOSSIBLE = [
     ("What is the weather in {city} right now?", "the current weather"),
     ("Will it rain in {city} tomorrow?", "a weather forecast"),

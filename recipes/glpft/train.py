@@ -225,7 +225,9 @@ def write_overlay(out: Path, model: str) -> Path:
             f'model = "{model}"\nprotocol = "alpha-umi/toolbench-v1"\ntools = "umi_edge.tools.demo:TOOLS"\n'
             "n_ctx = 2048\nmax_tokens = 192\nmax_steps = 8\n"
             "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n"
-            + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf" }}\n' for role in TEAM))
+            + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf"'
+                      + (f", max_tokens = {generate.CALLER_MAX_TOKENS}" if role == "caller" else "") + " }\n"
+                      for role in TEAM))
     path = out / "models.toml"
     path.write_text(text, encoding="utf-8")
     return path
