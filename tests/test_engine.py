@@ -443,8 +443,10 @@ def test_bad_adapter_files(backend, model, files, tmp_path):
 
 
 def test_bad_role_settings(backend, model):
-    with pytest.raises(ModelError, match="kv_type"):
-        backend.new_role(model, name="kv", kv_type="q3")
+    with pytest.raises(ModelError, match="type_k"):
+        backend.new_role(model, name="kv", type_k="q3")
+    with pytest.raises(ModelError, match="flash_attn"):
+        backend.new_role(model, name="kv", type_v="q8_0")
     r = new_role(backend, model)
     with pytest.raises(ModelError, match="already exists"):
         backend.new_role(model, name=r.name)
@@ -588,3 +590,15 @@ def test_n_gpu_layers_passes_through_on_a_cpu_build(files, caplog):
         with caplog.at_level("WARNING"):
             assert be.load_model(files / "tiny.gguf", n_gpu_layers=0) is m
         assert "already loaded with n_gpu_layers=99" in caplog.text
+
+
+def test_auto_key_cache_type_follows_the_head_size(backend, model):
+    """q8_0 keys need head sizes that 32-value blocks divide; the tiny model's 16 falls back to f16,
+    giving the same logits as an explicit f16 cache."""
+    assert model.head_dim_k == 16
+    auto, f16 = new_role(backend, model), new_role(backend, model, type_k="f16")
+    assert auto.type_k == "f16"
+    p = prompt(model, "hello world")
+    auto.generate(p, max_tokens=0)
+    f16.generate(p, max_tokens=0)
+    assert np.array_equal(auto.last_logits(), f16.last_logits())

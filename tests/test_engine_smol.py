@@ -64,3 +64,9 @@ def test_three_roles_map_the_weights_once(smol, smollm2_gguf):
     assert len({r.ctx for r in roles}) == 3 and {r.model.ptr for r in roles} == {m.ptr}
     size = os.path.getsize(smollm2_gguf)
     assert 0.5 * size < _mapped_bytes(smollm2_gguf) < 1.5 * size
+
+
+def test_smollm2_gets_q8_0_keys(smol):
+    be, m = smol
+    assert m.head_dim_k == 64
+    assert be.new_role(m, name="kq", n_ctx=256, n_threads=1).type_k == "q8_0"

@@ -72,12 +72,23 @@ class SharedModel:
         self.bos_id = L.llama_vocab_bos(self.vocab)
         self.eos_id = L.llama_vocab_eos(self.vocab)
         self.size_bytes = L.llama_model_size(ptr)
+        self.head_dim_k = self._meta_int(f"{self._meta('general.architecture')}.attention.key_length") or (
+            L.llama_model_n_embd(ptr) // max(L.llama_model_n_head(ptr), 1))
         self._tok_buf = (L.llama_token * 4096)()
         self._forced: ForcedText | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SharedModel({str(self.path)!r}, n_vocab={self.n_vocab})"
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = _native.lib().llama_model_meta_val_str(self.ptr, key.encode(), buf, 256)
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def _meta_int(self, key: str) -> int:
+        v = self._meta(key)
+        return int(v) if v and v.isdigit() else 0
 
     def tokenize(self, text: str) -> list[int]:
         """Plain text → ids: no BOS, no special-token parsing (the vocab's own space-prefix rule applies)."""
@@ -133,7 +144,7 @@ class LlamaRole:
 
     def __init__(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None, lora_scale: float,
                  n_ctx: int, n_threads: int | None, n_batch: int, n_ubatch: int, sampling: Sampling,
-                 flash_attn: bool, kv_type: str, prefix_reuse: bool):
+                 flash_attn: bool, type_k: str, type_v: str, prefix_reuse: bool):
         self.name = name
         self.model = model
         self.adapter = adapter
@@ -145,12 +156,14 @@ class LlamaRole:
         self._kv: list[int] = []           # token ids the KV cache holds, in positions 0..len-1
         self.ctx = None
         try:
-            self._init_native(model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn, kv_type)
+            self._init_native(model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn,
+                              type_k, type_v)
         except BaseException:
             self._stack.close()
             raise
 
-    def _init_native(self, model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn, kv_type):
+    def _init_native(self, model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn,
+                     type_k, type_v):
         L = _native.lib()
         name = self.name
 
@@ -166,7 +179,13 @@ class LlamaRole:
         p.n_threads = n_threads or threads
         p.n_threads_batch = n_threads or threads_batch
         p.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        p.type_k = p.type_v = _KV_TYPES[kv_type]
+        if type_k == "auto":
+            # q8_0 keys where 32-value blocks divide the head size (llama.cpp refuses others, and a refused
+            # context left later contexts on the same model computing wrong logits in our tests)
+            type_k = "q8_0" if model.head_dim_k % 32 == 0 else "f16"
+        self.type_k, self.type_v = type_k, type_v
+        p.type_k = _KV_TYPES[type_k]
+        p.type_v = _KV_TYPES[type_v]
         p.no_perf = True
         _native.clear_errors()
         ctx = L.llama_init_from_model(model.ptr, p)
@@ -432,28 +451,32 @@ class LlamaBackend:
 
     def new_role(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None = None, n_ctx: int = 2048,
                  n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
-                 n_ubatch: int = 128, lora_scale: float = 1.0, flash_attn: bool = False,
-                 kv_type: str = "f16", prefix_reuse: bool = True) -> LlamaRole:
+                 n_ubatch: int = 64, lora_scale: float = 1.0, flash_attn: bool = False,
+                 type_k: str = "auto", type_v: str = "f16", prefix_reuse: bool = True) -> LlamaRole:
         """A new context on `model` with its own KV cache and sampler chain (and `adapter`, if given).
 
         Defaults measured on SmolLM2-135M Q4_1, n_ctx 2048, 1 thread (engine/measure.py): three roles peak at
-        1.41x the RSS of one llama_cpp.Llama. Only the last position's logits are kept (n_outputs_max=1) and
-        a 128-token micro-batch bounds the compute buffer. Flash attention stays off: on CPU it decoded ~10%
-        slower (it would cut the compute buffer further). The KV cache stays f16 (the reference numerics);
-        kv_type="q8_0" (needs flash_attn=True) halves it.
+        1.22x the RSS of one llama_cpp.Llama, and decode 1.07x (short) to 1.10x (1.5k-token context) its speed.
+        Only the last position's logits are kept (n_outputs_max=1); a 64-token micro-batch bounds the compute
+        buffer (~6 MB; prompt speed within 2% of 128 or 512); keys are q8_0 where the head size allows
+        (type_k="auto"; half the K memory, decode no slower), values f16. Flash attention stays off: on CPU
+        it decoded 5-10% slower; a q8_0 V cache needs it. type_k="f16" gives the reference's f16 KV numerics.
         """
         self._own(model)
         if adapter is not None and adapter.model is not model:
             raise ModelError(f"adapter {adapter.path} was loaded for {adapter.model.path}, not {model.path}")
         if name in self.roles:
             raise ModelError(f"role {name!r} already exists in this backend")
-        if kv_type not in _KV_TYPES:
-            raise ModelError(f"role {name!r}: kv_type must be one of {', '.join(_KV_TYPES)} (got {kv_type!r})")
+        if type_k not in (*_KV_TYPES, "auto") or type_v not in _KV_TYPES:
+            raise ModelError(f"role {name!r}: type_k/type_v must be one of {', '.join(_KV_TYPES)} (type_k also "
+                             f"'auto'); got {type_k!r}/{type_v!r}")
+        if type_v == "q8_0" and not flash_attn:
+            raise ModelError(f"role {name!r}: a q8_0 V cache needs flash_attn=True")
         if n_ctx < 64 or n_batch < 1:
             raise ModelError(f"role {name!r}: n_ctx must be >= 64 and n_batch >= 1 (got {n_ctx}, {n_batch})")
         role = LlamaRole(model, name=name, adapter=adapter, lora_scale=lora_scale, n_ctx=n_ctx,
                          n_threads=n_threads, n_batch=n_batch, n_ubatch=n_ubatch, sampling=sampling,
-                         flash_attn=flash_attn, kv_type=kv_type, prefix_reuse=prefix_reuse)
+                         flash_attn=flash_attn, type_k=type_k, type_v=type_v, prefix_reuse=prefix_reuse)
         self._stack.callback(role.close)
         self.roles[name] = role
         return role
