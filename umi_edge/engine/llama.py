@@ -375,7 +375,8 @@ class LlamaRole:
 
 
 class LlamaBackend:
-    """Owns every native resource (models, adapters, contexts) through one ExitStack; use as a context manager."""
+    """Owns every native resource (models, adapters, contexts) through one ExitStack; use as a context manager.
+    Set it up from one thread; after that, each role may generate in its own thread."""
 
     def __init__(self, *, verbose: bool = False):
         _native.set_verbose(verbose)
