@@ -12,6 +12,7 @@ is exactly the stage-2 model, and the base stays the checksum-pinned PyPI GGUF (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -136,6 +137,10 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
     rng = random.Random(t["seed"])
     order: list[int] = []
     inner = pm.base_model.model  # the causal LM with LoRA layers injected
+    if t.get("bf16", False):  # LoRA weights and optimizer stay float32; matmuls run in bf16 (AMX on x86)
+        autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
     pm.train()
     t0 = time.monotonic()
     for step in range(1, steps + 1):
@@ -151,9 +156,10 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
             x = torch.tensor([ids], device=device)
             y = torch.tensor(labels[1:], device=device)
             pos = (y != IGNORE).nonzero().squeeze(1)
-            # lm_head only where there is a label: the vocab projection is ~10% of the FLOPs and most memory
-            hidden = inner.model(input_ids=x).last_hidden_state[0, :-1]
-            logits = inner.lm_head(hidden[pos]).float()
+            with autocast():
+                # lm_head only where there is a label: the vocab projection is ~10% of the FLOPs and most memory
+                hidden = inner.model(input_ids=x).last_hidden_state[0, :-1]
+                logits = inner.lm_head(hidden[pos]).float()
             loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
             loss.backward()
             total += loss.item()
@@ -312,7 +318,8 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
                    "truncated": sum(1 for n in lengths if n >= max_len)},
         "budget": {"stage1_steps": cfg["stage1"]["steps"], "stage2_steps_per_role": cfg["stage2"]["steps"],
                    "baseline_steps": b["steps"], "batch": cfg["train"]["batch"], "rank": rank,
-                   "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "device": device},
+                   "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "device": device,
+                   "bf16": cfg["train"].get("bf16", False), "max_len": max_len},
         "loss_first": {f"{s}/{r}": v for (s, r), v in sorted(first.items())},
         "loss_last": {f"{s}/{r}": v for (s, r), v in sorted(last.items())},
         "adapters": adapters, "models_toml": str(overlay), "seconds": round(time.monotonic() - t0, 1),
