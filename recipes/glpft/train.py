@@ -328,6 +328,21 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     return summary
 
 
+def probe(cfg: dict, gguf: Path, steps: int, device: str = "cpu") -> dict:
+    """Time `steps` stage-1 steps of the real config (first 40 episodes), to size budgets on a machine."""
+    import torch
+
+    torch.set_num_threads(cfg["train"]["threads"])
+    data = generate.build(40, cfg["data"]["seed"])
+    samples = encode_records([r for role in TEAM for r in data[role]], gguf, cfg["train"]["max_len"])
+    model = load_model(gguf).to(device)
+    log: list = []
+    train_lora(model, samples, lcfg=lora_config(cfg), steps=steps, lr=cfg["stage1"]["lr"], cfg=cfg, log=log,
+               stage="probe", role="all", device=device)
+    return {"steps": steps, "seconds": log[-1]["seconds"], "seconds_per_step": round(log[-1]["seconds"] / steps, 2),
+            "batch": cfg["train"]["batch"], "threads": cfg["train"]["threads"], "bf16": cfg["train"].get("bf16")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(HERE / "config.toml"))
@@ -335,9 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-gguf", default=None, help="the base GGUF (default: the registry model, fetched and checked)")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a handful of short samples (< 60 s)")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
+                    help="only time STEPS stage-1 steps of the config (no output files) and exit")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(Path(args.config), smoke=args.smoke)
+        if args.probe:
+            print(json.dumps(probe(cfg, base_gguf(cfg, args.base_gguf), args.probe, args.device)))
+            return 0
         out = Path(args.out or HERE / ("out-smoke" if args.smoke else "out"))
         if args.smoke:
             shutil.rmtree(out / "peft", ignore_errors=True)
