@@ -596,7 +596,7 @@ def test_auto_key_cache_type_follows_the_head_size(backend, model):
     """q8_0 keys need head sizes that 32-value blocks divide; the tiny model's 16 falls back to f16,
     giving the same logits as an explicit f16 cache."""
     assert model.head_dim_k == 16
-    auto, f16 = new_role(backend, model), new_role(backend, model, type_k="f16")
+    auto, f16 = new_role(backend, model, type_k="auto"), new_role(backend, model)
     assert auto.type_k == "f16"
     p = prompt(model, "hello world")
     auto.generate(p, max_tokens=0)

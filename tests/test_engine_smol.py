@@ -69,4 +69,5 @@ def test_three_roles_map_the_weights_once(smol, smollm2_gguf):
 def test_smollm2_gets_q8_0_keys(smol):
     be, m = smol
     assert m.head_dim_k == 64
-    assert be.new_role(m, name="kq", n_ctx=256, n_threads=1).type_k == "q8_0"
+    assert be.new_role(m, name="kq", n_ctx=256, n_threads=1, type_k="auto").type_k == "q8_0"
+    assert be.new_role(m, name="kf", n_ctx=256, n_threads=1).type_k == "f16"     # the default

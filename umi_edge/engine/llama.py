@@ -453,15 +453,16 @@ class LlamaBackend:
     def new_role(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None = None, n_ctx: int = 2048,
                  n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
                  n_ubatch: int = 64, lora_scale: float = 1.0, flash_attn: bool = False,
-                 type_k: str = "auto", type_v: str = "f16", prefix_reuse: bool = True) -> LlamaRole:
+                 type_k: str = "f16", type_v: str = "f16", prefix_reuse: bool = True) -> LlamaRole:
         """A new context on `model` with its own KV cache and sampler chain (and `adapter`, if given).
 
         Defaults measured on SmolLM2-135M Q4_1, n_ctx 2048, 1 thread (engine/measure.py): three roles peak at
-        1.22x the RSS of one llama_cpp.Llama, and decode 1.07x (short) to 1.10x (1.5k-token context) its speed.
-        Only the last position's logits are kept (n_outputs_max=1); a 64-token micro-batch bounds the compute
-        buffer (~6 MB; prompt speed within 2% of 128 or 512); keys are q8_0 where the head size allows
-        (type_k="auto"; half the K memory, decode no slower), values f16. Flash attention stays off: on CPU
-        it decoded 5-10% slower; a q8_0 V cache needs it. type_k="f16" gives the reference's f16 KV numerics.
+        1.36x the RSS of one llama_cpp.Llama and decode ~1.0-1.08x its speed. Only the last position's logits
+        are kept (n_outputs_max=1); a 64-token micro-batch bounds the compute buffer (~6 MB; prompt speed
+        within 2% of 128 or 512). The KV cache is f16 (the reference numerics). type_k="auto" (q8_0 keys
+        where the head size allows) cuts RSS to 1.22x and decodes as fast, but turned SmolLM2's first
+        planner turn of the demo task into a repetition loop, so it is opt-in. Flash attention stays off:
+        on CPU it decoded 5-10% slower; a q8_0 V cache needs it.
         """
         self._own(model)
         if adapter is not None and adapter.model is not model:
