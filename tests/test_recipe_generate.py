@@ -1,4 +1,4 @@
-"""GLPFT recipe data generator: records render byte-exactly, calls are valid, observations are real, no held-out leak."""
+"""GLPFT recipe data generator: exact rendering, valid calls, real observations, no held-out leak."""
 from __future__ import annotations
 
 import json

@@ -200,7 +200,8 @@ def calc_family(s: Slots):
         a, b = s.int(12, 99999), s.int(2, 9999)
         op, word = {"mul": ("*", s.pick(["Multiply {a} by {b}.", "What is {a} times {b}?", "Compute {a} * {b}."])),
                     "div": ("/", s.pick(["Divide {a} by {b}.", "What is {a} divided by {b}?", "Compute {a} / {b}."])),
-                    "add": ("+", s.pick(["Add {a} and {b}.", "What is {a} plus {b}?", "What is the sum of {a} and {b}?"])),
+                    "add": ("+", s.pick(["Add {a} and {b}.", "What is {a} plus {b}?",
+                                         "What is the sum of {a} and {b}?"])),
                     "sub": ("-", s.pick(["Subtract {b} from {a}.", "What is {a} minus {b}?",
                                          "What is {a} - {b}?"]))}[kind]
         q = word.format(a=fmt(a), b=fmt(b))
@@ -265,7 +266,8 @@ def convert_family(s: Slots):
         if bad:
             e.call(f"I will convert {fmt(v)} {qa} to {qb} with convert_units.", "convert_units",
                    {"value": v, "from_unit": bad, "to_unit": b})
-            thought = f"The unit {bad!r} is not known; the error lists {a!r}, so I will call convert_units again with it."
+            thought = (f"The unit {bad!r} is not known; the error lists {a!r}, so I will call convert_units "
+                       "again with it.")
         else:
             thought = s.pick([f"I will convert {fmt(v)} {qa} to {qb} with convert_units.",
                               f"This is a unit conversion from {a} to {b}; I will call convert_units."])
@@ -284,7 +286,8 @@ def date_family(s: Slots):
         d1, d2 = sorted([d1, d2])
         q = s.pick(["How many days are there from {a} to {b}?", "How many days passed between {a} and {b}?",
                     "Count the days from {a} until {b}."]).format(a=d1, b=d2)
-        tool, args, say = "date_diff", {"start": d1, "end": d2}, lambda r: f"There are {r['days']} days from {d1} to {d2}."
+        tool, args = "date_diff", {"start": d1, "end": d2}
+        say = lambda r: f"There are {r['days']} days from {d1} to {d2}."  # noqa: E731
         bad_args = {"start": dt.date.fromisoformat(d1).strftime("%m/%d/%Y"), "end": d2}
     elif kind in ("add", "sub"):
         n = s.int(1, 1500)
@@ -296,7 +299,8 @@ def date_family(s: Slots):
         say = lambda r: f"{n} days {'after' if days > 0 else 'before'} {d1} is {r['result']} (a {r['weekday']})."
         bad_args = {"date": written, "days": days}
     else:
-        q = s.pick(["What day of the week was {d}?", "On which weekday does {d} fall?", "What weekday is {d}?"]).format(d=d1)
+        q = s.pick(["What day of the week was {d}?", "On which weekday does {d} fall?",
+                    "What weekday is {d}?"]).format(d=d1)
         tool, args, say = "weekday", {"date": d1}, lambda r: f"{d1} is a {r['weekday']}."
         bad_args = {"date": written}
 
@@ -372,7 +376,8 @@ def multi_family(s: Slots):
         def script(e):
             rs = facts(e, names)
             r = calc(e, " + ".join(str(x["population"]) for x in rs), "Now I add the populations.")
-            e.conclude(done, f"The combined population of {' and '.join([', '.join(names[:-1]), names[-1]])} is {num(r['result'])}.")
+            listed = " and ".join([", ".join(names[:-1]), names[-1]])
+            e.conclude(done, f"The combined population of {listed} is {num(r['result'])}.")
     elif kind == "density":
         q = s.pick(["What is the population density of {a} in people per square kilometer?",
                     "How many people per km² live in {a}?"]).format(a=a)
@@ -410,7 +415,8 @@ def multi_family(s: Slots):
             e.conclude(done, f"{a}'s population would be {num(r['result'])}.")
     elif kind == "weekday_after":
         d, n = s.date(), s.int(1, 400)
-        q = s.pick(["What day of the week is {n} days after {d}?", "Which weekday falls {n} days after {d}?"]).format(n=n, d=d)
+        q = s.pick(["What day of the week is {n} days after {d}?",
+                    "Which weekday falls {n} days after {d}?"]).format(n=n, d=d)
 
         def script(e):
             r0 = e.call(f"First I find the date {n} days after {d} with date_add.", "date_add", {"date": d, "days": n})
@@ -434,7 +440,8 @@ def multi_family(s: Slots):
         q = f"A car drives at {v} mph. What is that in km/h, and how far in km does it go in {h} hours?"
 
         def script(e):
-            r0 = e.call(f"First I convert {v} mph to km/h.", "convert_units", {"value": v, "from_unit": "mph", "to_unit": "km/h"})
+            r0 = e.call(f"First I convert {v} mph to km/h.", "convert_units",
+                        {"value": v, "from_unit": "mph", "to_unit": "km/h"})
             r = calc(e, f"{r0['result']} * {h}", "Distance is speed times time.")
             e.conclude(done, f"{v} mph is {num(r0['result'])} km/h; in {h} hours the car goes {num(r['result'])} km.")
     elif kind == "days_weekday":
@@ -459,7 +466,8 @@ def multi_family(s: Slots):
         def script(e):
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} / {r0['area_km2']}", "Density is population divided by area.")
-            e.conclude(done, f"The capital of {a} is {r0['capital']}, and {a} has about {num(r['result'])} people per km².")
+            e.conclude(done, f"The capital of {a} is {r0['capital']}, and {a} has about {num(r['result'])} "
+                             "people per km².")
     return q, script
 
 

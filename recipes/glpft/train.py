@@ -310,8 +310,11 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         adapters[name] = {"path": str(path), "sha256": sha256(path), "size_bytes": info["size_bytes"],
                           "rank": info["rank"], "alpha": info["alpha"]}
     overlay = write_overlay(out, cfg["base"]["model"])
-    first = {k: next(r["loss"] for r in log if (r["stage"], r["role"]) == k) for k in {(r["stage"], r["role"]) for r in log}}
-    last = {k: [r["loss"] for r in log if (r["stage"], r["role"]) == k][-1] for k in first}
+    curves: dict[tuple, list] = {}
+    for r in log:
+        curves.setdefault((r["stage"], r["role"]), []).append(r["loss"])
+    first = {k: v[0] for k, v in curves.items()}
+    last = {k: v[-1] for k, v in curves.items()}
     summary = {
         "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256(gguf), "records": counts,
         "tokens": {"max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1), "cap": max_len,
@@ -347,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(HERE / "config.toml"))
     ap.add_argument("--out", default=None, help="output folder (default recipes/glpft/out, or out-smoke with --smoke)")
-    ap.add_argument("--base-gguf", default=None, help="the base GGUF (default: the registry model, fetched and checked)")
+    ap.add_argument("--base-gguf", default=None,
+                    help="the base GGUF (default: the registry model, fetched and checked)")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a handful of short samples (< 60 s)")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
