@@ -7,11 +7,11 @@ import math
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from umi_edge.cli import cli
+from tiny_gguf import write_llama_gguf
 
 REQUIRED = ("memory.team_vs_single", "memory.team_vs_separate", "prefill.ratio", "decode.ratio_vs_llama_cpp_python",
             "decode.ratio_vs_bandwidth_limit", "constrained.ratio", "cold_start.seconds")
@@ -20,50 +20,8 @@ SECTIONS = ("machine", "memory", "prefill", "decode", "constrained", "cold_start
 
 def make_tiny_gguf(path: Path, vocab_gguf: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
     """A random-weight Llama GGUF with the real SmolLM2 BPE vocab (so prompts tokenize as they would)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(vocab_gguf))
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].contents())
-    n_head, n_head_kv, n_ff = 4, 2, 2 * n_embd
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny-bench")
-    w.add_context_length(4096)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
-    w.add_rope_dimension_count(n_embd // n_head)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_vocab_size(n_vocab)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    for key, field in reader.fields.items():
-        if key.startswith("tokenizer.ggml."):
-            sub = field.types[1] if len(field.types) > 1 else None
-            w.add_key_value(key, field.contents(), field.types[0], sub)
-    rng = np.random.default_rng(seed)
-    kv = n_embd // n_head * n_head_kv
-
-    def t(name, *shape, scale=0.05):
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
-
-    t("token_embd.weight", n_vocab, n_embd)
-    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    t("output.weight", n_vocab, n_embd)
-    for i in range(n_layer):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
-        t(f"blk.{i}.attn_k.weight", kv, n_embd)
-        t(f"blk.{i}.attn_v.weight", kv, n_embd)
-        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
-        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
-        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
-        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_llama_gguf(path, vocab_from=vocab_gguf, model_name="tiny-bench", n_embd=n_embd, n_layer=n_layer, n_head=4,
+                     n_head_kv=2, n_ff=2 * n_embd, n_ctx=4096, seed=seed, scale=0.05, embd_scale=0.05, out_scale=0.05)
     return path
 
 

@@ -16,27 +16,15 @@ np = pytest.importorskip("numpy")
 from umi_edge.engine.base import Sampling  # noqa: E402
 from umi_edge.engine.llama import LlamaBackend  # noqa: E402
 from umi_edge.errors import ModelError  # noqa: E402
+from tiny_gguf import byte_unicode, write_llama_gguf  # noqa: E402
 
 # multi-character tokens (with merges) so tokenization is not just bytes
 WORDS = ["Action", ": ", "calc", "ulator", "\nAction Input: ", '{"', '": "', '"}', "country", "_info", "hello", " world"]
 
 
-def _byte_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte → printable character table (how byte-level BPE vocabularies store bytes)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    table, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
-
-
 def write_tiny_llama(path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0, out_scale: float = 0.5) -> None:
     """A random-weight Llama GGUF (F32) with a byte-level BPE vocab: bytes + WORDS + BOS/EOS."""
-    bu = _byte_unicode()
+    bu = byte_unicode()
     words = ["".join(bu[b] for b in w.encode()) for w in WORDS]
     tokens = ["<s>", "</s>"] + [bu[b] for b in range(256)] + words
     merges = []
@@ -46,46 +34,8 @@ def write_tiny_llama(path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0,
                 tokens.append(w[:i])
             merges.append(f"{w[:i - 1]} {w[i - 1]}")
     merges = list(dict.fromkeys(merges))
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(4096)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(2 * n_embd)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
-    w.add_rope_dimension_count(n_embd // 4)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL] * (len(tokens) - 2))
-    w.add_token_merges(merges)
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(1)
-    rng = np.random.default_rng(seed)
-    kv = n_embd // 2
-
-    def t(name, *shape, scale=0.2):
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
-
-    t("token_embd.weight", len(tokens), n_embd, scale=1.0)
-    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    t("output.weight", len(tokens), n_embd, scale=out_scale)
-    for i in range(n_layer):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
-        t(f"blk.{i}.attn_k.weight", kv, n_embd)
-        t(f"blk.{i}.attn_v.weight", kv, n_embd)
-        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
-        t(f"blk.{i}.ffn_gate.weight", 2 * n_embd, n_embd)
-        t(f"blk.{i}.ffn_up.weight", 2 * n_embd, n_embd)
-        t(f"blk.{i}.ffn_down.weight", n_embd, 2 * n_embd)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_llama_gguf(path, tokens, merges, n_embd=n_embd, n_layer=n_layer, n_head=4, n_head_kv=2, n_ff=2 * n_embd,
+                     n_ctx=4096, seed=seed, scale=0.2, embd_scale=1.0, out_scale=out_scale)
 
 
 def write_tiny_lora(path, *, n_embd: int = 64, n_layer: int = 2, rank: int = 4, seed: int = 7) -> None:

@@ -17,6 +17,7 @@ from umi_edge.protocol import alpha_umi as au  # noqa: E402
 from umi_edge.protocol.grammar import caller_grammar, literal, route_grammar, worst_case_bytes  # noqa: E402
 from umi_edge.tools import Tool, ToolSet, parse_arguments  # noqa: E402
 from umi_edge.tools.demo import TOOLS  # noqa: E402
+from tiny_gguf import byte_unicode, write_llama_gguf  # noqa: E402
 
 # Multi-character tokens that straddle grammar boundaries, on top of the 256 single bytes.
 EXTRA = ["Action", "Action:", ": ", " Input", "\nAction Input: ", '{"', '":', '": ', '", "', '"}', ", ",
@@ -24,63 +25,17 @@ EXTRA = ["Action", "Action:", ": ", " Input", "\nAction Input: ", '{"', '":', '"
          "null", "12", "3.5", "e+", "\\u00", "\\n", "é", " \"", "\"\n"]
 
 
-def _byte_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte → printable character table (how byte-level BPE vocabularies store bytes)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    table, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
-
-
 def write_byte_vocab(path, *, n_embd: int = 0, seed: int = 0) -> None:
     """A GGUF with a byte-level BPE vocab (the 256 bytes, EXTRA, BOS/EOS); with n_embd > 0, also the
     random weights of a one-layer Llama, so llama.cpp can run it."""
-    bu = _byte_unicode()
+    bu = byte_unicode()
     tokens = ["<s>", "</s>"] + [bu[b] for b in range(256)] + ["".join(bu[b] for b in t.encode()) for t in EXTRA]
     assert len(set(tokens)) == len(tokens), "llama.cpp aborts on duplicate tokens"
-    w = gguf.GGUFWriter(str(path), "llama")
     dim = n_embd or 8
-    w.add_context_length(8192)
-    w.add_embedding_length(dim)
-    w.add_block_count(1)
-    w.add_feed_forward_length(2 * dim)
-    w.add_head_count(2)
-    w.add_head_count_kv(2)
-    w.add_rope_dimension_count(dim // 2)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL] * (len(tokens) - 2))
-    w.add_token_merges([f"{bu[ord('A')]} {bu[ord('c')]}"])
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(1)
-    if n_embd:
-        rng = np.random.default_rng(seed)
-
-        def t(name, *shape, scale=0.3):
-            w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
-
-        t("token_embd.weight", len(tokens), dim, scale=1.0)
-        w.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))
-        t("output.weight", len(tokens), dim, scale=0.05)   # near-uniform next-token distributions
-        w.add_tensor("blk.0.attn_norm.weight", np.ones(dim, dtype=np.float32))
-        w.add_tensor("blk.0.ffn_norm.weight", np.ones(dim, dtype=np.float32))
-        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            t(f"blk.0.{name}.weight", dim, dim)
-        t("blk.0.ffn_gate.weight", 2 * dim, dim)
-        t("blk.0.ffn_up.weight", 2 * dim, dim)
-        t("blk.0.ffn_down.weight", dim, 2 * dim)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_llama_gguf(path, tokens, [f"{bu[ord('A')]} {bu[ord('c')]}"], n_embd=dim, n_layer=1, n_head=2, n_head_kv=2,
+                     n_ff=2 * dim, n_ctx=8192, seed=seed, scale=0.3, embd_scale=1.0,
+                     out_scale=0.05,   # near-uniform next-token distributions
+                     vocab_only=not n_embd)
 
 
 @pytest.fixture(scope="module")
