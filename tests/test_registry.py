@@ -190,7 +190,7 @@ def test_env_set_name_and_bad_env_values():
 def test_role_override():
     spec = resolve_set("default", env={})
     new = role_override(spec, "caller", max_tokens=64)
-    assert new.roles["caller"].max_tokens == 64 and spec.roles["caller"].max_tokens == 192
+    assert new.roles["caller"].max_tokens == 64 and spec.roles["caller"].max_tokens == 256
     with pytest.raises(ConfigError, match=r"unknown role 'critic'; valid roles: planner, caller, summarizer"):
         role_override(spec, "critic", max_tokens=1)
 
