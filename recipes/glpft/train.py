@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import generate  # noqa: E402
+from umi_edge.fetch import sha256_file  # noqa: E402
 
 TEAM = ("planner", "caller", "summarizer")
 IGNORE = -100
@@ -211,14 +211,6 @@ def save_peft(folder: Path, state: dict, *, rank: int, alpha: float, targets, ba
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 EVAL_SET = "glpft"
 
 
@@ -307,7 +299,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         path = out / "gguf" / f"{name}.gguf"
         info = convert_lora(folder, path, base=base_dir, outtype=cfg["export"]["outtype"], force=True,
                             role=name if name in TEAM else None)
-        adapters[name] = {"path": str(path), "sha256": sha256(path), "size_bytes": info["size_bytes"],
+        adapters[name] = {"path": str(path), "sha256": sha256_file(path), "size_bytes": info["size_bytes"],
                           "rank": info["rank"], "alpha": info["alpha"]}
     overlay = write_overlay(out, cfg["base"]["model"])
     curves: dict[tuple, list] = {}
@@ -316,7 +308,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     first = {k: v[0] for k, v in curves.items()}
     last = {k: v[-1] for k, v in curves.items()}
     summary = {
-        "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256(gguf), "records": counts,
+        "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256_file(gguf), "records": counts,
         "tokens": {"max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1), "cap": max_len,
                    "truncated": sum(1 for n in lengths if n >= max_len)},
         "budget": {"stage1_steps": cfg["stage1"]["steps"], "stage2_steps_per_role": cfg["stage2"]["steps"],
