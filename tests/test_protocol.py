@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from golden_prompts import CALLER_37, PLANNER_37, SUMMARIZER_37
 from umi_edge.errors import ConfigError
 from umi_edge.protocol import ALPHA_UMI, AlphaUmi, Turn, get_protocol
 from umi_edge.protocol import alpha_umi as au
@@ -13,11 +14,6 @@ from umi_edge.tools import Tool, ToolSet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TRAIN = SHARED / "data" / "alpha-umi" / "train-example"
-
-# §3.7, the three literals copied from shared/docs/alpha-umi-protocol.md
-PLANNER_37 = 'You have assess to the following apis:\n{"Name": "get_weather_for_weatherapi", "function": "This is the subfunction for tool \\"weatherapi\\", you can use this tool.The description of this function is: \\"Current weather for a city\\"", "input": {"city": "string, City name"}}\n{"Name": "get_time_for_timeapi", "function": "This is the subfunction for tool \\"timeapi\\", you can use this tool.", "input": {}}\n\nThe conversation history is:\nuser: What is the weather in Paris?</s>assistant: I should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weather_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condition\': \'Cloudy\'}\nYou are the assistant to plan what to do next and whether is caller\'s or conclusion\'s turn to answer.\nAnswer with a following format:\nThe thought of the next step, followed by Next: caller or conclusion or give up. assistant: '
-CALLER_37 = 'You have assess to the following apis:\n{"Name": "get_weather_for_weatherapi", "function": "This is the subfunction for tool \\"weatherapi\\", you can use this tool.The description of this function is: \\"Current weather for a city\\"", "input": {"city": "string, City name"}}\n{"Name": "get_time_for_timeapi", "function": "This is the subfunction for tool \\"timeapi\\", you can use this tool.", "input": {}}\n\nThe conversation history is:\nuser: What is the weather in Paris?</s>assistant: I should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weather_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condition\': \'Cloudy\'}assistant: I should call get_time_for_timeapi.\n Next: caller.</s>\nThe thought of this step is:\nI should call get_time_for_timeapi.\n Next: caller.\nBase on the thought make an api call in the following format:\nAction: the name of api that should be called in this step, should be exactly in [get_weather_for_weatherapi, get_time_for_timeapi],\nAction Input: the api call request. caller: '
-SUMMARIZER_37 = 'Make a conclusion based on the conversation history:\nuser: What is the weather in Paris?</s>assistant: I should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weather_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condition\': \'Cloudy\'}assistant: The weather was returned, I can now answer.\n Next: conclusion.</s> conclusion: '
 
 DOCS_37 = [
     {"Name": "get_weather_for_weatherapi",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import tiny_tokenizers as tt
+from golden_prompts import CALLER_37, PLANNER_37, SUMMARIZER_37
 from umi_convert.vocab import CHECK_TEXT
 from umi_edge.errors import ConvertError
 
@@ -17,41 +18,7 @@ TRAIN_EXAMPLES = SHARED / "data" / "alpha-umi" / "train-example"
 CACHE = Path(__file__).parent / ".cache"
 
 # the §3.7 worked-example prompts of ../shared/docs/alpha-umi-protocol.md, verbatim
-GOLDEN_PROMPTS = {
-    'planner': (
-        'You have assess to the following apis:\n{"Name": "get_weather_for_weatherapi", "function": "This is'
-        ' the subfunction for tool \\"weatherapi\\", you can use this tool.The description of this function '
-        'is: \\"Current weather for a city\\"", "input": {"city": "string, City name"}}\n{"Name": "get_time_'
-        'for_timeapi", "function": "This is the subfunction for tool \\"timeapi\\", you can use this tool.",'
-        ' "input": {}}\n\nThe conversation history is:\nuser: What is the weather in Paris?</s>assistant: I '
-        'should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weat'
-        'her_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condit'
-        "ion': 'Cloudy'}\nYou are the assistant to plan what to do next and whether is caller's or conclusio"
-        "n's turn to answer.\nAnswer with a following format:\nThe thought of the next step, followed by Nex"
-        't: caller or conclusion or give up. assistant: '
-    ),
-    'caller': (
-        'You have assess to the following apis:\n{"Name": "get_weather_for_weatherapi", "function": "This is'
-        ' the subfunction for tool \\"weatherapi\\", you can use this tool.The description of this function '
-        'is: \\"Current weather for a city\\"", "input": {"city": "string, City name"}}\n{"Name": "get_time_'
-        'for_timeapi", "function": "This is the subfunction for tool \\"timeapi\\", you can use this tool.",'
-        ' "input": {}}\n\nThe conversation history is:\nuser: What is the weather in Paris?</s>assistant: I '
-        'should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: get_weat'
-        'her_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \'condit'
-        "ion': 'Cloudy'}assistant: I should call get_time_for_timeapi.\n Next: caller.</s>\nThe thought of t"
-        'his step is:\nI should call get_time_for_timeapi.\n Next: caller.\nBase on the thought make an api '
-        'call in the following format:\nAction: the name of api that should be called in this step, should b'
-        'e exactly in [get_weather_for_weatherapi, get_time_for_timeapi],\nAction Input: the api call reques'
-        't. caller: '
-    ),
-    'summarizer': (
-        'Make a conclusion based on the conversation history:\nuser: What is the weather in Paris?</s>assist'
-        'ant: I should call get_weather_for_weatherapi with city Paris.\n Next: caller.</s>caller: Action: g'
-        'et_weather_for_weatherapi\nAction Input: {\n  "city": "Paris"\n}</s>observation: {\'temp_c\': 18, \''
-        "condition': 'Cloudy'}assistant: The weather was returned, I can now answer.\n Next: conclusion.</s>"
-        ' conclusion: '
-    ),
-}
+GOLDEN_PROMPTS = {"planner": PLANNER_37, "caller": CALLER_37, "summarizer": SUMMARIZER_37}
 
 EDGE_CASES = [
     "a</s>caller: x", " leading space", "trailing spaces  ", "\n\nnew\nlines\n", "  </s>  ", "</s></s>x",
