@@ -269,3 +269,39 @@ def test_event_dicts_for_json_output():
                                "prompt_seconds", "decode_seconds"}
     assert set(d["usage_by_role"]) == {"planner", "summarizer"}
     assert events[0].to_dict()["event"] == "plan" and events[1].to_dict()["event"] == "answer"
+
+
+# --- the single-model baseline (backbone protocol) ----------------------------------------------------
+
+
+def test_backbone_protocol_runs_one_model_per_step_with_exact_history():
+    engine = FakeEngine([' I add 2 and 3.\nAction: add\nAction Input: {"a": 2, "b": 3}',
+                         "The sum is 5.\nconclusion: (2+3) is 5."], name="backbone")
+    events, out = run("What is 2+3?", {"backbone": engine}, protocol="alpha-umi/toolbench-backbone-v1")
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Plan", "Call", "Observation", "Plan", "Answer", "Outcome"]
+    assert (out.status, out.answer, out.steps) == ("answered", "(2+3) is 5.", 2)
+    call, obs = events[1], events[2]
+    assert (call.role, call.tool, json.loads(call.arguments)) == ("backbone", "add", {"a": 2, "b": 3})
+    assert obs.ok and obs.text == "5"
+    # step 2 sees step 1 as one assistant turn (thought + call) then the observation (protocol doc §3.1)
+    assert ('user: What is 2+3?</s>assistant: I add 2 and 3.\nAction: add\nAction Input: {"a": 2, "b": 3}</s>'
+            'observation: 5\nYou should answer') in engine.prompts[1]
+    assert engine.prompts[1].endswith(" assistant: ")
+
+
+def test_backbone_protocol_give_up_and_bad_call():
+    engine = FakeEngine(["No tool for that.\nAction: weather\nAction Input: {}",
+                         "I cannot do this.\nconclusion: give up."], name="backbone")
+    events, out = run("Weather?", {"backbone": engine}, protocol="alpha-umi/toolbench-backbone-v1")
+    obs = next(e for e in events if isinstance(e, Observation))
+    assert not obs.ok and "weather" in obs.text
+    assert out.status == "gave_up" and isinstance(events[-2], GiveUp)
+
+
+def test_backbone_protocol_constrained_sends_the_backbone_grammar():
+    engine = FakeEngine(["Done.\nconclusion: 4"], name="backbone")
+    _, out = run("2+2?", {"backbone": engine}, protocol="alpha-umi/toolbench-backbone-v1", constrained=True)
+    assert out.answer == "4"
+    assert engine.grammars[0].startswith('root ::= thought "\\n" ( call | "conclusion: " answer )')
+    assert '"Action: " ( tool0 | tool1 )' in engine.grammars[0]

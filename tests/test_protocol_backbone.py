@@ -42,6 +42,6 @@ def test_backbone_rendering_and_parsing():
     assert bb.parse_output("gibberish").kind == "caller"
 
 
-def test_the_team_loop_refuses_a_single_role_protocol():
+def test_the_backbone_protocol_needs_a_backbone_engine():
     events = list(run_team("q", fake_roles(), [len], protocol=BACKBONE, constrained=False))
-    assert events[-1].status == "error" and "has roles backbone" in events[-1].reason
+    assert events[-1].status == "error" and "no engine for role(s) backbone" in events[-1].reason

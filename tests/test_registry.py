@@ -399,3 +399,28 @@ def test_unwritable_cache_is_a_fetch_error(tmp_path, local_index, monkeypatch):
     reg = load_registry(fake_models(tmp_path, "0" * 64))
     with pytest.raises(FetchError, match=r"cannot write the model cache .*; set UMI_EDGE_HOME to a writable folder"):
         fetch.model_path(reg.model("fake"))
+
+
+def test_backbone_protocol_set_has_the_single_backbone_role(tmp_path):
+    p = write(tmp_path, """
+        [sets.one]
+        model = "smollm2-135m-instruct"
+        protocol = "alpha-umi/toolbench-backbone-v1"
+        max_tokens = 200
+        backbone = { adapter = "lora/baseline.gguf" }
+    """)
+    spec = resolve_set("one", registry=load_registry(p))
+    assert list(spec.roles) == ["backbone"]
+    assert spec.roles["backbone"].adapter == str(tmp_path / "lora" / "baseline.gguf")
+    assert spec.roles["backbone"].max_tokens == 200
+
+
+def test_role_table_outside_the_protocol_is_refused(tmp_path):
+    p = write(tmp_path, """
+        [sets.one]
+        model = "smollm2-135m-instruct"
+        protocol = "alpha-umi/toolbench-backbone-v1"
+        planner = { n_ctx = 1024 }
+    """)
+    with pytest.raises(ConfigError, match=r"\[planner\] is not a role of protocol .*backbone-v1.*its roles: backbone"):
+        resolve_set("one", registry=load_registry(p))

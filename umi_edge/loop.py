@@ -18,6 +18,7 @@ from .protocol import Turn, get_protocol
 from .tools import ToolSet, as_toolset
 
 TEAM_ROLES = ("planner", "caller", "summarizer")
+SINGLE_ROLES = ("backbone",)
 CONTEXT_MARGIN = 8  # the real-time reference keeps n_ctx - max_new_tokens - 8 prompt tokens (§4.4)
 
 
@@ -29,12 +30,14 @@ class Limits:
     planner_tokens: int = 512           # max_new_tokens of every reference runtime (§4.5)
     caller_tokens: int = 512
     summarizer_tokens: int = 512
+    backbone_tokens: int = 512          # the single-model baseline: thought + call or answer in one output
     route_tokens: int = 20              # "\n Next: conclusion." is 19 bytes: fits even a byte-level vocab
     budget_seconds: float | None = 600.0  # wall clock per run, so a rambling model cannot hold the device
     tool_timeout: float = 30.0          # per call; local tools answer in ms, a hung one must not stall the run
 
     def __post_init__(self):
-        for name in ("max_steps", "planner_tokens", "caller_tokens", "summarizer_tokens", "route_tokens"):
+        for name in ("max_steps", "planner_tokens", "caller_tokens", "summarizer_tokens", "backbone_tokens",
+                     "route_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"limits: {name} must be a positive integer, not {getattr(self, name)!r}")
         for name in ("budget_seconds", "tool_timeout"):
@@ -45,8 +48,8 @@ class Limits:
             raise ConfigError("limits: tool_timeout must be a positive number of seconds, not None")
 
     def max_tokens(self, role: str) -> int:
-        return {"planner": self.planner_tokens, "caller": self.caller_tokens,
-                "summarizer": self.summarizer_tokens, "route": self.route_tokens}[role]
+        return {"planner": self.planner_tokens, "caller": self.caller_tokens, "summarizer": self.summarizer_tokens,
+                "backbone": self.backbone_tokens, "route": self.route_tokens}[role]
 
 
 def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protocol: Any = None,
@@ -148,9 +151,9 @@ class _Run:
         if proto is None or isinstance(proto, str):
             proto = get_protocol(proto or DEFAULT_PROTOCOL)
         self.proto = proto
-        if tuple(proto.roles) != TEAM_ROLES:
-            raise ConfigError(f"protocol {proto.name!r} has roles {', '.join(proto.roles)}; the team loop runs "
-                              f"{', '.join(TEAM_ROLES)}")
+        if tuple(proto.roles) not in (TEAM_ROLES, SINGLE_ROLES):
+            raise ConfigError(f"protocol {proto.name!r} has roles {', '.join(proto.roles)}; the loop runs "
+                              f"{', '.join(TEAM_ROLES)} or {', '.join(SINGLE_ROLES)}")
         missing = [r for r in proto.roles if r not in self.roles]
         if missing:
             raise ConfigError(f"no engine for role(s) {', '.join(missing)}; roles given: {', '.join(self.roles) or 'none'}")
@@ -161,6 +164,9 @@ class _Run:
         if idle:
             raise ConfigError(f"tool(s) {', '.join(idle)} have no callable or dispatcher")
         docs = tools.docs(proto.doc_chars)
+        if tuple(proto.roles) == SINGLE_ROLES:
+            yield from self._single(docs, tools)
+            return
         grammar = None
         if self.constrained:
             from .protocol.grammar import caller_grammar
@@ -190,16 +196,54 @@ class _Run:
             yield Call(step=step, role="caller", text=call_text, seconds=seconds, usage=Usage.of(gen),
                        tool=parsed.action, arguments=parsed.arguments)
             self._check()
-            result = tools.call(parsed.action, parsed.arguments, timeout=self.limits.tool_timeout, cancel=self.stop)
-            if result.error == "cancelled":
-                raise _Halt
-            if result.suffix_match:
-                yield Notice(step=step, role="caller", code="suffix_match",
-                             text=f"tool {parsed.action!r} resolved to {result.tool!r} by suffix (reference fallback)")
-            observation = proto.truncate_observation(result.text)
-            yield Observation(step=step, role="tool", text=observation, seconds=result.seconds,
-                              tool=result.tool or parsed.action, ok=result.ok, error=result.error)
+            observation = yield from self._execute(step, tools, parsed.action, parsed.arguments)
             history.extend(proto.step_turns(route.plan, call_text, observation))
+        yield self._outcome("max_steps", reason=f"no answer after {self.limits.max_steps} steps")
+
+    def _execute(self, step: int, tools: ToolSet, action: str, arguments: str):
+        """Run one parsed call; yields the Observation (and a suffix-match Notice); returns the observation text."""
+        result = tools.call(action, arguments, timeout=self.limits.tool_timeout, cancel=self.stop)
+        if result.error == "cancelled":
+            raise _Halt
+        if result.suffix_match:
+            yield Notice(step=step, role="caller", code="suffix_match",
+                         text=f"tool {action!r} resolved to {result.tool!r} by suffix (reference fallback)")
+        observation = self.proto.truncate_observation(result.text)
+        yield Observation(step=step, role="tool", text=observation, seconds=result.seconds,
+                          tool=result.tool or action, ok=result.ok, error=result.error)
+        return observation
+
+    def _single(self, docs, tools: ToolSet) -> Iterator[Event]:
+        """The single-model baseline (backbone protocol): one output per step holds the thought and either a
+        call or `conclusion: <answer | give up.>`. Constrained, it decodes under the backbone grammar (one
+        thought line, then a call over the registered tools or a conclusion), like the team's caller."""
+        proto = self.proto
+        grammar = None
+        if self.constrained:
+            from .protocol.grammar import backbone_grammar
+
+            grammar = backbone_grammar(tools, max_tokens=self._max_tokens("backbone"))
+        history: list[Turn] = [Turn("user", self.query)]
+        for step in range(1, self.limits.max_steps + 1):
+            self._check()
+            self.steps = step
+            gen, seconds = yield from self._generate(step, "backbone", proto.prompt(docs, history), grammar=grammar)
+            out = proto.parse_output(gen.text)
+            yield Plan(step=step, role="backbone", text=out.thought, seconds=seconds, usage=Usage.of(gen),
+                       route=out.kind, route_source="model")
+            if out.kind == "give_up":
+                yield GiveUp(step=step, role="backbone", text=out.thought)
+                yield self._outcome("gave_up", reason="the model gave up")
+                return
+            if out.kind == "conclusion":
+                yield Answer(step=step, role="backbone", text=out.answer)
+                yield self._outcome("answered", answer=out.answer)
+                return
+            call_text = out.call
+            yield Call(step=step, role="backbone", text=call_text, tool=out.action, arguments=out.arguments)
+            self._check()
+            observation = yield from self._execute(step, tools, out.action, out.arguments)
+            history.extend(proto.step_turns(out.thought, call_text, observation))
         yield self._outcome("max_steps", reason=f"no answer after {self.limits.max_steps} steps")
 
     def _plan(self, step: int, docs, history):

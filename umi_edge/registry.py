@@ -20,7 +20,8 @@ from typing import Any, Mapping
 from .engine.base import Sampling
 from .errors import ConfigError
 
-ROLES = ("planner", "caller", "summarizer")
+ROLES = ("planner", "caller", "summarizer")   # the team protocol's roles
+ALL_ROLES = ROLES + ("backbone",)              # every role a set table may configure (per its protocol)
 SOURCES = ("pypi", "hf", "path")
 DEFAULT_SET = "default"
 
@@ -162,9 +163,9 @@ def resolve_set(
 
     set_vals: dict[str, Any] = {}
     shared: dict[str, Any] = {}
-    per_role: dict[str, dict[str, Any]] = {r: {} for r in ROLES}
+    per_role: dict[str, dict[str, Any]] = {r: {} for r in ALL_ROLES}
     for key, value in raw.items():
-        if key in ROLES:
+        if key in ALL_ROLES:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {key} must be a table of role settings")
             _check_keys(value, _ROLE_KEYS, f"{where}.{key}")
@@ -174,12 +175,12 @@ def resolve_set(
         elif key in _ROLE_KEYS:
             shared[key] = value
         else:
-            valid = ", ".join(sorted(_SET_KEYS + _ROLE_KEYS + ROLES))
+            valid = ", ".join(sorted(_SET_KEYS + _ROLE_KEYS + ALL_ROLES))
             raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {valid}")
 
     # toml layer: role table over set-wide values; sampling tables merge field by field
-    layers = {r: _merge(shared, per_role[r]) for r in ROLES}
-    for r in ROLES:
+    layers = {r: _merge(shared, per_role[r]) for r in ALL_ROLES}
+    for r in ALL_ROLES:
         layers[r] = _relative_paths(layers[r], src)
     # env layer, then flags
     env_vals = _env_overrides(env)
@@ -187,7 +188,7 @@ def resolve_set(
         for key, value in vals.items():
             if value is None:
                 continue
-            if key in ROLES:
+            if key in ALL_ROLES:
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"override {key!r} must map role settings, got {value!r}")
                 for k, v in value.items():
@@ -196,23 +197,38 @@ def resolve_set(
             elif key in _SET_KEYS:
                 set_vals[key] = value
             elif key in OVERRIDE_KEYS or key in ("model", "adapter"):
-                for r in ROLES:
+                for r in ALL_ROLES:
                     _apply(layers[r], key, value, f"{source}: {key}")
             else:
-                valid = ", ".join(sorted(set(OVERRIDE_KEYS + _SET_KEYS + ROLES + ("model", "adapter"))))
+                valid = ", ".join(sorted(set(OVERRIDE_KEYS + _SET_KEYS + ALL_ROLES + ("model", "adapter"))))
                 raise ConfigError(f"{source}: unknown setting {key!r}; valid: {valid}")
 
     for key, value in set_vals.items():
         _check_type(key, value, where)
-    roles = {r: _role_spec(r, layers[r], where, registry) for r in ROLES}
+    wanted = protocol_roles(set_vals.get("protocol", SetSpec.protocol), where)
+    stray = [r for r in ALL_ROLES if per_role[r] and r not in wanted]
+    if stray:
+        raise ConfigError(f"{where}: [{stray[0]}] is not a role of protocol "
+                          f"{set_vals.get('protocol', SetSpec.protocol)!r}; its roles: {', '.join(wanted)}")
+    roles = {r: _role_spec(r, layers[r], where, registry) for r in wanted}
     _check_gpu_layers(roles, where)
     return SetSpec(name=name, roles=MappingProxyType(roles), **set_vals)
+
+
+def protocol_roles(protocol: str, where: str = "") -> tuple[str, ...]:
+    """The roles a protocol runs: ("planner", "caller", "summarizer") for the team, ("backbone",) for one model."""
+    from .protocol import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where + ': ' if where else ''}unknown protocol {protocol!r}; "
+                          f"valid: {', '.join(sorted(PROTOCOLS))}")
+    return tuple(PROTOCOLS[protocol].roles)
 
 
 def role_override(spec: SetSpec, role: str, **changes: Any) -> SetSpec:
     """A copy of `spec` with one role's fields replaced (unknown role → ConfigError)."""
     if role not in spec.roles:
-        raise ConfigError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+        raise ConfigError(f"unknown role {role!r}; valid roles: {', '.join(spec.roles)}")
     roles = dict(spec.roles)
     roles[role] = replace(roles[role], **changes)
     return replace(spec, roles=MappingProxyType(roles))
@@ -261,8 +277,8 @@ def _parse_model(name: str, table: Any, path: Path) -> ModelSpec:
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
         raise ConfigError(f"{where}: sha256 must be 64 hex digits")
     role = table.get("role")
-    if role is not None and role not in ROLES:
-        raise ConfigError(f"{where}: unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+    if role is not None and role not in ALL_ROLES:
+        raise ConfigError(f"{where}: unknown role {role!r}; valid roles: {', '.join(ALL_ROLES)}")
     return ModelSpec(
         name=name, kind=kind, ref=ref, file=table.get("file"), sha256=sha and sha.lower(),
         outtype=table.get("outtype", "q4_k_m"), revision=table.get("revision"), role=role,

@@ -1,4 +1,5 @@
 """Team: a loaded planner / caller / summarizer trio plus its tools; runs tasks as a stream of events.
+(A set on the single-model backbone protocol loads one role, "backbone", and runs through the same API.)
 
 `Team.load(set)` resolves a models.toml set, fetches its GGUFs, loads each distinct file once and opens
 one llama.cpp context per role on it. `Team(roles=...)` wraps engines you built (e.g. the fake engine).
@@ -14,7 +15,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError, ModelError
 from .events import Event
-from .registry import ROLES, SetSpec, load_registry, resolve_set
+from .registry import SetSpec, load_registry, protocol_roles, resolve_set
 
 
 class Team:
@@ -30,15 +31,16 @@ class Team:
         constrained: bool = True,
         spec: SetSpec | None = None,
     ) -> None:
-        missing = [r for r in ROLES if r not in roles]
-        extra = [r for r in roles if r not in ROLES]
+        wanted = protocol_roles(protocol)
+        missing = [r for r in wanted if r not in roles]
+        extra = [r for r in roles if r not in wanted]
         if missing or extra:
             bad = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}"
-            raise ConfigError(f"Team roles: {bad}; a team needs exactly: {', '.join(ROLES)}")
+            raise ConfigError(f"Team roles: {bad}; protocol {protocol!r} needs exactly: {', '.join(wanted)}")
         from .loop import Limits
         from .protocol import get_protocol
 
-        self.roles: dict[str, Any] = {r: roles[r] for r in ROLES}
+        self.roles: dict[str, Any] = {r: roles[r] for r in wanted}
         self.tools = to_toolset(tools)
         self.protocol_name = protocol
         self.protocol = get_protocol(protocol)
@@ -93,9 +95,7 @@ class Team:
 
         limits = Limits(
             max_steps=spec.max_steps,
-            planner_tokens=spec.roles["planner"].max_tokens,
-            caller_tokens=spec.roles["caller"].max_tokens,
-            summarizer_tokens=spec.roles["summarizer"].max_tokens,
+            **{f"{role}_tokens": rs.max_tokens for role, rs in spec.roles.items()},
             budget_seconds=spec.budget_seconds,
             tool_timeout=spec.tool_timeout,
         )

@@ -1,7 +1,7 @@
 """The α-UMi single-model baseline (alpha-umi/toolbench-backbone-v1): one model plans and calls.
 
-Reference only (protocol doc §3.1, `toolbench_backbone`): rendering and output parsing, for comparisons
-and static tests. The team loop runs three-role protocols; this one has the single role "backbone".
+Protocol doc §3.1, `toolbench_backbone` (reference-only upstream): rendering and output parsing. It has the
+single role "backbone"; `umi_edge.loop` runs it one output per step, for the paper's team-vs-one comparison.
 """
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ class Step:
     action: str = "none"
     arguments: str = "{}"
     answer: str = ""
+    call: str = ""          # the call as written, from "Action:" on (history renders it verbatim)
 
 
 def parse_output(text: str) -> Step:
@@ -77,7 +78,8 @@ def parse_output(text: str) -> Step:
         return Step("give_up" if answer == "give up." else "conclusion", thought, answer=answer)
     j = text.find("Action:")
     call = au.parse_call(text[j:] if j >= 0 else "")
-    return Step("caller", text[:j].strip() if j >= 0 else text, call.action, call.arguments)
+    return Step("caller", text[:j].strip() if j >= 0 else text, call.action, call.arguments,
+                call=text[j:].strip() if j >= 0 else "")
 
 
 @dataclass(frozen=True)
@@ -101,3 +103,7 @@ class Backbone:
 
     def truncate_observation(self, text: str) -> str:
         return au.truncate_observation(text, self.observation_chars)
+
+    def step_turns(self, thought: str, call: str, observation: str) -> tuple[Turn, Turn, Turn]:
+        """The history a call step adds; `render_history` joins the thought and call into one turn."""
+        return Turn("assistant", thought), Turn("caller", call), Turn("observation", observation)

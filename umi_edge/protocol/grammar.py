@@ -191,3 +191,13 @@ def route_grammar() -> str:
     choices = " | ".join(literal(" " + m) for m in ROUTE_MARKERS)
     return f'root ::= "\\n"? ( {choices} )\n'
 
+
+
+def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, **options: Any) -> str:
+    """GBNF for one single-model (backbone protocol) output: a thought line, then either the caller
+    grammar's call or `conclusion: <answer>` (`conclusion: give up.` gives up). `max_tokens` and `options`
+    size the call as in `caller_grammar` (the thought shares the budget, so a long thought can still cut a
+    call short; the parser then reports it like any bad call)."""
+    call = caller_grammar(tools, max_tokens=max_tokens, **options).replace("root ::=", "call ::=", 1)
+    head = 'root ::= thought "\\n" ( call | "conclusion: " answer )\nthought ::= [^\\n]+\nanswer ::= [^\\x00]+\n'
+    return head + call
