@@ -129,6 +129,9 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
     for role in ("planner", "caller", "summarizer"):
         assert Path(spec.roles[role].adapter) == Path(summary["adapters"][role]["path"]).resolve()
     assert spec.roles["caller"].max_tokens == train.generate.CALLER_MAX_TOKENS
+    base = resolve_set(train.BASELINE_SET, registry=load_registry(summary["models_toml"], env={}), env={})
+    assert list(base.roles) == ["backbone"] and base.protocol == "alpha-umi/toolbench-backbone-v1"
+    assert Path(base.roles["backbone"].adapter) == Path(summary["adapters"]["baseline"]["path"]).resolve()
 
     with LlamaBackend() as backend:
         m = backend.load_model(smollm2_gguf)

@@ -212,20 +212,27 @@ def save_peft(folder: Path, state: dict, *, rank: int, alpha: float, targets, ba
 
 
 EVAL_SET = "glpft"
+BASELINE_SET = "glpft-baseline"
+_COMMON = ('tools = "umi_edge.tools.demo:TOOLS"\nn_ctx = 2048\nmax_tokens = 192\nmax_steps = 8\n'
+           "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n")
 
 
 def write_overlay(out: Path, model: str) -> Path:
-    """models.toml overlay: set `glpft` = the default set's settings + the trained role adapters (for eval)."""
+    """models.toml overlay for eval: set `glpft` = the default set's settings + the trained role adapters, and
+    `glpft-baseline` = the single-model baseline (backbone protocol) on the same base with its adapter."""
     text = (f"# written by recipes/glpft/train.py: umi-edge eval tasks heldout --models {out / 'models.toml'} "
-            f"--set {EVAL_SET}\n"
+            f"--set {EVAL_SET} (or --set {BASELINE_SET})\n"
             f"[sets.{EVAL_SET}]\n"
             f'description = "SmolLM2-135M-Instruct + GLPFT role adapters (recipes/glpft)"\n'
-            f'model = "{model}"\nprotocol = "alpha-umi/toolbench-v1"\ntools = "umi_edge.tools.demo:TOOLS"\n'
-            "n_ctx = 2048\nmax_tokens = 192\nmax_steps = 8\n"
-            "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n"
+            f'model = "{model}"\nprotocol = "alpha-umi/toolbench-v1"\n' + _COMMON
             + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf"'
                       + (f", max_tokens = {generate.CALLER_MAX_TOKENS}" if role == "caller" else "") + " }\n"
-                      for role in TEAM))
+                      for role in TEAM)
+            + f"\n[sets.{BASELINE_SET}]\n"
+            f'description = "SmolLM2-135M-Instruct + one LoRA on the single-model backbone protocol (recipes/glpft)"\n'
+            f'model = "{model}"\nprotocol = "alpha-umi/toolbench-backbone-v1"\n' + _COMMON
+            # one output holds the thought and the call: the caller's budget plus room for the thought
+            + f'backbone = {{ adapter = "gguf/baseline.gguf", max_tokens = {generate.CALLER_MAX_TOKENS + 64} }}\n')
     path = out / "models.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -265,15 +272,6 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     targets = cfg["lora"]["target_modules"]
     peft_dirs = {}
 
-    # the single-model baseline: backbone protocol, rank r1+r2, stage-1 + 3 × stage-2 steps
-    b = cfg["baseline"]
-    pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"], lr=b["lr"],
-                    cfg=cfg, log=log, stage="baseline", role="backbone", device=device)
-    save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
-              targets=targets, base_dir=base_dir)
-    peft_dirs["baseline"] = out / "peft" / "baseline"
-    model = pm.unload()
-
     # stage 1: the backbone on every role's samples, then merged into the weights
     team = [s for role in TEAM for s in samples[role]]
     pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
@@ -291,17 +289,33 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
         peft_dirs[role] = out / "peft" / role
         model = pm.unload()
-    write_log(log, out / "loss.csv")
-
-    adapters = {}
+    adapters: dict = {}
     (out / "gguf").mkdir(exist_ok=True)
-    for name, folder in peft_dirs.items():
-        path = out / "gguf" / f"{name}.gguf"
-        info = convert_lora(folder, path, base=base_dir, outtype=cfg["export"]["outtype"], force=True,
-                            role=name if name in TEAM else None)
-        adapters[name] = {"path": str(path), "sha256": sha256_file(path), "size_bytes": info["size_bytes"],
-                          "rank": info["rank"], "alpha": info["alpha"]}
+
+    def export(names):
+        write_log(log, out / "loss.csv")
+        for name in names:
+            path = out / "gguf" / f"{name}.gguf"
+            info = convert_lora(peft_dirs[name], path, base=base_dir, outtype=cfg["export"]["outtype"],
+                                force=True, role=name if name in TEAM else None)
+            adapters[name] = {"path": str(path), "sha256": sha256_file(path), "size_bytes": info["size_bytes"],
+                              "rank": info["rank"], "alpha": info["alpha"]}
+
+    # the team is exported (and its overlay written) before the baseline trains, so it can be evaluated meanwhile
+    export(TEAM)
     overlay = write_overlay(out, cfg["base"]["model"])
+    del model, pm
+    model = load_model(gguf).to(device)  # the baseline starts from the original base, like stage 1
+
+    # the single-model baseline: backbone protocol, rank r1+r2, stage-1 + 3 × stage-2 steps
+    b = cfg["baseline"]
+    pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"], lr=b["lr"],
+                    cfg=cfg, log=log, stage="baseline", role="backbone", device=device)
+    save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
+              targets=targets, base_dir=base_dir)
+    peft_dirs["baseline"] = out / "peft" / "baseline"
+    export(["baseline"])
+
     curves: dict[tuple, list] = {}
     for r in log:
         curves.setdefault((r["stage"], r["role"]), []).append(r["loss"])
