@@ -118,3 +118,18 @@ def test_tasks_bad_file_is_one_line(tmp_path):
     p.write_text('{"id": "a"}\n')
     r = CliRunner().invoke(cli, ["eval", "tasks", str(p)])
     assert r.exit_code == 1 and "t.jsonl:1: task a: field 'query'" in r.output
+
+
+def test_tasks_compare_runs_every_set_on_the_same_tasks(tmp_path, fake_team):
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text(json.dumps({"id": "g", "query": "weather?", "tools": ["calculator"], "expect": "give_up"}) + "\n")
+    fake_team["planner"].push("Cannot. Next: give up.")
+    fake_team["planner"].push("I will compute. Next: conclusion.")
+    fake_team["summarizer"].push("No idea.")
+    r = CliRunner().invoke(cli, ["eval", "tasks", str(tasks), "--set", "a", "--compare", "b", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert [s for s, _ in fake_team["loaded"]] == ["a", "b"]
+    assert [(c["set"], c["success_rate"]) for c in rep["compare"]] == [("a", 1.0), ("b", 0.0)]
+    assert rep["sets"]["b"]["status_counts"] == {"answered": 1}
+    assert "a [1/1] ok" in r.stderr and "b [1/1] FAIL g" in r.stderr

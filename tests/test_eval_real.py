@@ -40,3 +40,20 @@ def test_static_two_samples_on_smollm2(default_model_home, tmp_path):
         assert 0.0 <= m[k] <= 1.0
     preds = json.loads(out.read_text())
     assert len(preds) == 2 and all(p["predictions"] and p["tokens"]["planner"]["prompt"] > 0 for p in preds)
+
+
+@pytest.mark.slow
+def test_tasks_compare_team_and_single_model_in_two_processes(default_model_home, tmp_path):
+    models = tmp_path / "models.toml"
+    models.write_text('[sets.one]\nmodel = "smollm2-135m-instruct"\nprotocol = "alpha-umi/toolbench-backbone-v1"\n'
+                      'max_tokens = 417\n')
+    r = CliRunner().invoke(cli, ["eval", "tasks", "demo", "--limit", "1", "--max-steps", "1", "--models", str(models),
+                                 "--set", "default", "--compare", "one", "--jobs", "2", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert [c["set"] for c in rep["compare"]] == ["default", "one"]
+    for name, tokens in (("default", "planner"), ("one", "backbone")):
+        s = rep["sets"][name]
+        assert s["n_tasks"] == 1 and "error" not in s["status_counts"], s["tasks"]
+        assert s["tokens_by_role"][tokens]["generated"] > 0 and s["hallucinated_calls"] == 0

@@ -305,3 +305,10 @@ def test_backbone_protocol_constrained_sends_the_backbone_grammar():
     assert out.answer == "4"
     assert engine.grammars[0].startswith('root ::= thought "\\n" ( call | "conclusion: " answer )')
     assert '"Action: " ( tool0 | tool1 )' in engine.grammars[0]
+
+
+def test_backbone_budget_too_small_for_thought_and_call_is_a_config_error():
+    engine = FakeEngine(["x\nconclusion: y"], name="backbone")
+    _, out = run("q", {"backbone": engine}, protocol="alpha-umi/toolbench-backbone-v1", constrained=True,
+                 limits=Limits(backbone_tokens=100))
+    assert out.status == "error" and "backbone max_tokens 100 leaves no room" in out.reason

@@ -130,14 +130,14 @@ def test_deterministic_in_the_seed(data, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"train_{r}.json" for r in sorted(generate.ROLES)]
 
 
-def test_every_caller_target_passes_the_runtime_caller_grammar(data, smollm2_gguf):
+def test_every_caller_and_backbone_target_passes_its_runtime_grammar(data, smollm2_gguf):
     """Fed as SmolLM2 tokens through llama.cpp's grammar sampler with the loop's caller grammar at the
     trained set's caller budget, every target is admitted and may end with EOS."""
     import ctypes
 
     L = pytest.importorskip("llama_cpp")
     from umi_edge.engine.llama import LlamaBackend
-    from umi_edge.protocol.grammar import caller_grammar
+    from umi_edge.protocol.grammar import THOUGHT_CHARS, backbone_grammar, caller_grammar
 
     grammar = caller_grammar(TOOLS, max_tokens=generate.CALLER_MAX_TOKENS).encode()
     with LlamaBackend() as backend:
@@ -162,5 +162,12 @@ def test_every_caller_target_passes_the_runtime_caller_grammar(data, smollm2_ggu
 
         targets = sorted({r["target"] for r in data["caller"]})
         assert not admitted(m.tokenize('Action: calculator\nAction Input: {\n  "expression": "1"\n}'))
+        rejected = [t for t in targets if not admitted(m.tokenize(t))]
+        assert not rejected, rejected[:5]
+
+        # the single-model baseline: every backbone target under the backbone grammar at the overlay's budget
+        grammar = backbone_grammar(TOOLS, max_tokens=generate.CALLER_MAX_TOKENS + THOUGHT_CHARS + 1).encode()
+        targets = sorted({r["target"] for r in data["backbone"]})
+        assert not admitted(m.tokenize("x" * (THOUGHT_CHARS + 1) + "\nconclusion: y"))
         rejected = [t for t in targets if not admitted(m.tokenize(t))]
     assert not rejected, rejected[:5]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -34,8 +35,6 @@ def cli(verbose: bool) -> None:
         stream=sys.stderr,
     )
     if verbose:
-        import os
-
         os.environ["UMI_EDGE_LLAMA_LOGS"] = "1"
 
 
@@ -451,16 +450,45 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
         click.echo(f"note: {note}", err=True)
 
 
+def _eval_tasks_set(task_path: str, limit, set_name, models_path, overrides: dict, verbose: bool, tag: str) -> dict:
+    """Load one set and run the task suite on it; one line per task on stderr (prefixed by `tag`).
+    Top-level so that `--jobs` can run it in a child process."""
+    from .eval import tasks as etasks
+    from .team import Team
+
+    task_list = etasks.load_tasks(task_path, limit=limit)
+
+    def progress(done, total, r):
+        mark = "ok  " if r.success else "FAIL"
+        click.echo(f"{tag}[{done}/{total}] {mark} {r.id}: {r.status}, {r.steps} steps, {r.seconds:.1f} s"
+                   + (f" — {r.failure}" if r.failure else ""), err=True)
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    with Team.load(set_name, models=models_path, progress=True, verbose=verbose, **overrides) as team:
+        return etasks.run_tasks(task_list, team, progress=progress)
+
+
+def _tasks_line(report: dict) -> str:
+    return (f"tasks {report['n_tasks']}: success {100 * report['success_rate']:.1f}%, "
+            f"give-up {100 * report['give_up_rate']:.1f}%, hallucinated calls {report['hallucinated_calls']}, "
+            f"{report['mean_steps']:.2f} steps and {report['mean_seconds']:.2f} s per task")
+
+
 @eval_group.command("tasks")
 @click.argument("tasks_path", metavar="TASKS", type=click.Path())
 @_eval_team_options
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Planner turns per task (default: the set's; a task's own max_steps wins).")
+@click.option("--compare", "compare", metavar="NAME", multiple=True,
+              help="Another set to evaluate on the same tasks in this run (repeatable); the report compares them.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --compare: evaluate up to N sets at once, each in its own process.")
 @click.pass_context
 def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
-                   max_steps):
+                   max_steps, compare, jobs):
     """End-to-end task success on a JSONL task suite (format: `umi_edge.eval.tasks`). TASKS is a file, or
-    `demo` / `heldout` for the bundled suites. One line per task on stderr; the summary on stdout."""
+    `demo` / `heldout` for the bundled suites. One line per task on stderr; the summary on stdout.
+    With --compare, every set runs the same tasks and the report has one entry per set."""
     from pathlib import Path
 
     from .eval import tasks as etasks
@@ -470,25 +498,38 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
         from importlib import resources
 
         path = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
-    task_list = etasks.load_tasks(path, limit=limit)
+    etasks.load_tasks(path, limit=limit)   # a bad task file fails here, before any model loads
     overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed, max_steps=max_steps)
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    names = list(dict.fromkeys([set_name or os.environ.get("UMI_EDGE_SET") or "default", *compare]))
+    args = [(str(path), limit, name, models_path, overrides, verbose, f"{name} " if len(names) > 1 else "")
+            for name in names]
+    if jobs > 1 and len(names) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def progress(done, total, r):
-        mark = "ok  " if r.success else "FAIL"
-        click.echo(f"[{done}/{total}] {mark} {r.id}: {r.status}, {r.steps} steps, {r.seconds:.1f} s"
-                   + (f" — {r.failure}" if r.failure else ""), err=True)
-
-    with _eval_load_team(ctx, set_name, models_path, overrides) as team:
-        report = etasks.run_tasks(task_list, team, progress=progress)
-    if as_json:
-        emit_json(report)
+        with ProcessPoolExecutor(min(jobs, len(names)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            reports = list(pool.map(_eval_tasks_set, *zip(*args)))
+    else:
+        reports = [_eval_tasks_set(*a) for a in args]
+    if len(names) == 1:
+        report = reports[0]
+        if as_json:
+            emit_json(report)
+            return
+        click.echo(_tasks_line(report))
+        for role, t in report["mean_tokens_by_role"].items():
+            click.echo(f"  {role:<10} per task: {t['prompt']:.0f} prompt tokens ({t['reused']:.0f} reused), "
+                       f"{t['generated']:.0f} generated")
         return
-    click.echo(f"tasks {report['n_tasks']}: success {100 * report['success_rate']:.1f}%, "
-               f"give-up {100 * report['give_up_rate']:.1f}%, hallucinated calls {report['hallucinated_calls']}, "
-               f"{report['mean_steps']:.2f} steps and {report['mean_seconds']:.2f} s per task")
-    for role, t in report["mean_tokens_by_role"].items():
-        click.echo(f"  {role:<10} per task: {t['prompt']:.0f} prompt tokens ({t['reused']:.0f} reused), "
-                   f"{t['generated']:.0f} generated")
+    by_set = dict(zip(names, reports))
+    if as_json:
+        emit_json({"tasks": str(path), "sets": by_set,
+                   "compare": [{"set": n, **{k: r[k] for k in TASKS_KEYS}} for n, r in by_set.items()]})
+        return
+    width = max(len(n) for n in names)
+    for name, report in by_set.items():
+        click.echo(f"{name:<{width}}  {_tasks_line(report)}")
 
 
 # --- bench (engineer F) -----------------------------------------------------------------------------------

@@ -222,7 +222,10 @@ class _Run:
         if self.constrained:
             from .protocol.grammar import backbone_grammar
 
-            grammar = backbone_grammar(tools, max_tokens=self._max_tokens("backbone"))
+            try:
+                grammar = backbone_grammar(tools, max_tokens=self._max_tokens("backbone"))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         history: list[Turn] = [Turn("user", self.query)]
         for step in range(1, self.limits.max_steps + 1):
             self._check()

@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import generate  # noqa: E402
 from umi_edge.fetch import sha256_file  # noqa: E402
+from umi_edge.protocol.grammar import THOUGHT_CHARS  # noqa: E402
 
 TEAM = ("planner", "caller", "summarizer")
 IGNORE = -100
@@ -231,8 +232,9 @@ def write_overlay(out: Path, model: str) -> Path:
             + f"\n[sets.{BASELINE_SET}]\n"
             f'description = "SmolLM2-135M-Instruct + one LoRA on the single-model backbone protocol (recipes/glpft)"\n'
             f'model = "{model}"\nprotocol = "alpha-umi/toolbench-backbone-v1"\n' + _COMMON
-            # one output holds the thought and the call: the caller's budget plus room for the thought
-            + f'backbone = {{ adapter = "gguf/baseline.gguf", max_tokens = {generate.CALLER_MAX_TOKENS + 64} }}\n')
+            # one output holds the thought and the call: the caller's budget plus the grammar's thought bound
+            + f'backbone = {{ adapter = "gguf/baseline.gguf", '
+              f'max_tokens = {generate.CALLER_MAX_TOKENS + THOUGHT_CHARS + 1} }}\n')
     path = out / "models.toml"
     path.write_text(text, encoding="utf-8")
     return path

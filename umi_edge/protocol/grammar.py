@@ -193,11 +193,20 @@ def route_grammar() -> str:
 
 
 
-def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, **options: Any) -> str:
-    """GBNF for one single-model (backbone protocol) output: a thought line, then either the caller
-    grammar's call or `conclusion: <answer>` (`conclusion: give up.` gives up). `max_tokens` and `options`
-    size the call as in `caller_grammar` (the thought shares the budget, so a long thought can still cut a
-    call short; the parser then reports it like any bad call)."""
-    call = caller_grammar(tools, max_tokens=max_tokens, **options).replace("root ::=", "call ::=", 1)
-    head = 'root ::= thought "\\n" ( call | "conclusion: " answer )\nthought ::= [^\\n]+\nanswer ::= [^\\x00]+\n'
+THOUGHT_CHARS = 160   # backbone thought bound: our generated thoughts are <= 103 chars (one line each)
+
+
+def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, thought_chars: int = THOUGHT_CHARS,
+                     **options: Any) -> str:
+    """GBNF for one single-model (backbone protocol) output: a thought line of at most `thought_chars`
+    characters, then either the caller grammar's call or `conclusion: <answer>` (`conclusion: give up.`
+    gives up). Every token carries at least one character, so with `max_tokens` the call is sized to
+    what the thought leaves (`max_tokens - thought_chars - 1`) and always finishes, as in `caller_grammar`."""
+    if max_tokens is not None and max_tokens - thought_chars - 1 < 16:
+        raise ValueError(f"backbone max_tokens {max_tokens} leaves no room for a call after a "
+                         f"{thought_chars}-character thought; raise max_tokens")
+    budget = None if max_tokens is None else max_tokens - thought_chars - 1
+    call = caller_grammar(tools, max_tokens=budget, **options).replace("root ::=", "call ::=", 1)
+    head = (f'root ::= thought "\\n" ( call | "conclusion: " answer )\nthought ::= [^\\n]{{1,{thought_chars}}}\n'
+            'answer ::= [^\\x00]+\n')
     return head + call
