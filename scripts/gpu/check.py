@@ -71,7 +71,7 @@ def write_model(path: Path, n_embd: int, n_layer: int) -> int:
                 tokens.append(w[:i])
             merges.append(f"{w[:i - 1]} {w[i - 1]}")
     write_llama_gguf(path, tokens, list(dict.fromkeys(merges)), n_embd=n_embd, n_layer=n_layer, n_head=8,
-                     n_head_kv=4, n_ff=3 * n_embd, n_ctx=4096, seed=0, scale=0.05, embd_scale=1.0, out_scale=0.2)
+                     n_head_kv=4, n_ff=3 * n_embd, n_ctx=4096, seed=0, scale=0.05, embd_scale=1.0, out_scale=0.5)
     return len(tokens)
 
 
@@ -172,6 +172,40 @@ def nvidia_smi_info() -> str | None:
         return None
 
 
+def ggml_devices() -> list[dict]:
+    """ggml's backend devices (name, description, type, free/total MiB) through its C API in libggml.so."""
+    import ctypes
+
+    import llama_cpp
+
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    for f in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(lib, f).restype = ctypes.c_char_p
+        getattr(lib, f).argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                            ctypes.POINTER(ctypes.c_size_t)]
+    out = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        out.append({"name": lib.ggml_backend_dev_name(dev).decode(), "type": lib.ggml_backend_dev_type(dev),
+                    "description": lib.ggml_backend_dev_description(dev).decode(),
+                    "free_mib": round(free.value / 2**20, 1), "total_mib": round(total.value / 2**20, 1)})
+    return out
+
+
+def gpu_free_mib() -> float | None:
+    """Free memory of the first GPU as CUDA reports it to ggml (this process's view); None without a GPU."""
+    gpus = [d for d in ggml_devices() if d["type"] in (1, 2)]     # GGML_BACKEND_DEVICE_TYPE_GPU / IGPU
+    return gpus[0]["free_mib"] if gpus else None
+
+
 # --- checks ----------------------------------------------------------------------------------------------
 
 class Checks:
@@ -220,6 +254,10 @@ class Checks:
             "system_info": L.llama_print_system_info().decode("utf-8", "replace").strip(),
             "buffers": re.findall(r"(\w+) model buffer size = ([\d.]+ MiB)", log),
         }
+        try:
+            res["ggml_devices"] = ggml_devices()
+        except Exception as e:  # noqa: BLE001 - informational
+            res["ggml_devices"] = f"{type(e).__name__}: {e}"
         ok = bool(m) and int(m.group(1)) == int(m.group(2)) and int(m.group(1)) >= n_layer
         res["status"] = self.gpu_status(ok)
         return res
@@ -258,28 +296,42 @@ class Checks:
     def shared_memory(self) -> dict:
         from umi_edge.engine.llama import LlamaBackend
 
-        base = gpu_used_mib()
-        if base is None:
-            return {"status": NO_GPU if not self.gpu else "fail", "error": "nvidia-smi not available"}
         n_ctx = 2048
-        res: dict = {"used_mib_before": base, "n_ctx": n_ctx}
+        # free memory as this process's CUDA sees it (ggml -> cudaMemGetInfo), and nvidia-smi's used (all processes)
+        snaps: dict[str, dict] = {}
+
+        def snap(label):
+            snaps[label] = {"free_mib": gpu_free_mib(), "used_mib": gpu_used_mib()}
+
+        snap("before")
         with LlamaBackend() as be:
             model = be.load_model(self.model_path, n_gpu_layers=-1)
-            res["model_mib"] = round(model.size_bytes / 2**20, 1)
-            res["used_mib_model"] = gpu_used_mib()
+            snap("model")
             prompt = [model.bos_id] + model.tokenize(PROMPT)
-            for i in range(3):
+            for i in range(3):      # one decode each, so that compute buffers are allocated too
                 be.new_role(model, name=f"r{i}", n_ctx=n_ctx).generate(prompt, max_tokens=4)
                 if i == 0:
-                    res["used_mib_1_role"] = gpu_used_mib()
-            res["used_mib_3_roles"] = gpu_used_mib()
+                    snap("1_role")
+            snap("3_roles")
+            model_mib = round(model.size_bytes / 2**20, 1)
             n_embd_kv = model._meta_int("llama.embedding_length") // 2   # n_head_kv = n_head / 2 in write_model
             n_layer = model._meta_int("llama.block_count")
-        res["kv_mib_per_role"] = round(2 * n_ctx * n_layer * n_embd_kv * 2 / 2**20, 1)   # K and V, f16
-        res["weights_mib_on_gpu"] = res["used_mib_model"] - base
-        res["per_extra_role_mib"] = (res["used_mib_3_roles"] - res["used_mib_1_role"]) / 2
-        ok = (res["weights_mib_on_gpu"] >= 0.8 * res["model_mib"]
-              and res["used_mib_3_roles"] - res["used_mib_1_role"] < res["model_mib"])
+        res: dict = {"n_ctx": n_ctx, "model_mib": model_mib, "snapshots": snaps,
+                     "kv_mib_per_role": round(2 * n_ctx * n_layer * n_embd_kv * 2 / 2**20, 1)}   # K and V, f16
+        if snaps["before"]["free_mib"] is not None:
+            taken = {k: snaps["before"]["free_mib"] - v["free_mib"] for k, v in snaps.items()}
+            res["source"] = "ggml free memory"
+        elif snaps["before"]["used_mib"] is not None:
+            taken = {k: v["used_mib"] - snaps["before"]["used_mib"] for k, v in snaps.items()}
+            res["source"] = "nvidia-smi used"
+        else:
+            res["status"] = NO_GPU if not self.gpu else "fail"
+            res["error"] = "no GPU memory reading (no CUDA device in ggml, no nvidia-smi)"
+            return res
+        res.update(weights_mib_on_gpu=taken["model"], one_role_mib=taken["1_role"] - taken["model"],
+                   per_extra_role_mib=(taken["3_roles"] - taken["1_role"]) / 2, total_3_roles_mib=taken["3_roles"])
+        # weights on the device once: loading put ~the file there, two more roles added far less than a copy
+        ok = (res["weights_mib_on_gpu"] >= 0.8 * model_mib and taken["3_roles"] - taken["1_role"] < model_mib)
         res["status"] = self.gpu_status(ok)
         return res
 
@@ -403,10 +455,10 @@ def summarize(r: dict) -> dict:
     line("speed", lambda s: "; ".join(f"{k}: cpu {v['cpu']} / gpu {v['gpu']} = {v['gpu_over_cpu']}x"
                                       for k, v in s.items() if isinstance(v, dict) and "gpu_over_cpu" in v)
                             + f" (cpu threads {s['cpu_threads']})")
-    line("shared_memory", lambda m: f"model {m['model_mib']} MiB; GPU used MiB: before {m['used_mib_before']}, "
-                                    f"model {m['used_mib_model']}, 1 role {m['used_mib_1_role']}, 3 roles "
-                                    f"{m['used_mib_3_roles']} ({m['per_extra_role_mib']} per extra role; "
-                                    f"its f16 KV {m['kv_mib_per_role']})")
+    line("shared_memory", lambda m: f"model file {m['model_mib']} MiB; on the GPU ({m['source']}): weights "
+                                    f"{m['weights_mib_on_gpu']}, first role +{m['one_role_mib']}, each extra role "
+                                    f"+{m['per_extra_role_mib']} (f16 KV {m['kv_mib_per_role']}); 3 roles in all "
+                                    f"{m['total_3_roles_mib']}")
     line("lora", lambda lo: f"base contexts bit-identical {lo['base_bit_identical']}; tuned vs base "
                             f"{lo['tuned_vs_base_max_diff']:.3g}; tuned GPU vs CPU "
                             f"{lo.get('tuned_gpu_vs_cpu_max_diff', float('nan')):.3g}")
