@@ -44,6 +44,7 @@ find_lib() {   # name -> first match in the toolkit, then python's nvidia/ packa
     hit=$("$PY" -c 'import nvidia, sys; print(*nvidia.__path__)' 2>/dev/null | xargs -r -I{} find {} -name "$1*" 2>/dev/null | head -1)
     [ -n "$hit" ] && { echo "pip:$hit"; return; }
     hit=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 ~ "^"n {print $NF; exit}')
+    [ -n "$hit" ] || hit=$(ls /usr/local/nvidia/lib64/"$1"* /usr/lib/x86_64-linux-gnu/"$1"* /usr/lib64/"$1"* 2>/dev/null | head -1)
     [ -n "$hit" ] && echo "system:$hit"
 }
 for lib in libcublas.so libcublasLt.so libcuda.so; do
@@ -53,6 +54,8 @@ for lib in libcublas.so libcublasLt.so libcuda.so; do
             path=${hit#*:}; var=${lib#lib}; var=${var%.so}; [ "$var" = cuda ] && var=cuda_driver
             EXTRA+=("-DCUDA_${var}_LIBRARY=$path")
             [ "$var" = cuda_driver ] || export LD_LIBRARY_PATH="$(dirname "$path")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
+        "")  # no libcuda to link: without VMM ggml-cuda needs only the runtime
+            [ $lib = libcuda.so ] && EXTRA+=("-DGGML_CUDA_NO_VMM=on") ;;
     esac
 done
 if [ ! -f "$CUDA_HOME/include/cublas_v2.h" ]; then
