@@ -214,6 +214,36 @@ def test_lora_changes_only_its_own_context(backend, model, files):
     assert np.array_equal(base1.last_logits(), logits["base2"])  # the adapter never leaked into base contexts
 
 
+def test_stacked_adapters_equal_their_concatenation(backend, model, files, tmp_path):
+    """Two adapters set on one context act as one LoRA of rank r1+r2 (A stacked, B side by side): how the
+    GLPFT team ships a shared stage-1 adapter plus one stage-2 adapter per role."""
+    write_tiny_lora(tmp_path / "b.gguf", seed=11)
+    a, b = (gguf.GGUFReader(str(p)) for p in (files / "lora.gguf", tmp_path / "b.gguf"))
+    w = gguf.GGUFWriter(str(tmp_path / "ab.gguf"), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 8.0)   # scale alpha/rank = 1, as each of the two (rank 4, alpha 4)
+    ta, tb = ({t.name: np.array(t.data) for t in r.tensors} for r in (a, b))
+    for name in ta:
+        axis = 0 if name.endswith("lora_a") else 1
+        w.add_tensor(name, np.concatenate([ta[name], tb[name]], axis=axis).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    one, two = backend.load_adapter(model, files / "lora.gguf"), backend.load_adapter(model, tmp_path / "b.gguf")
+    stacked = new_role(backend, model, adapter=[one, two])
+    combined = new_role(backend, model, adapter=backend.load_adapter(model, tmp_path / "ab.gguf"))
+    single = new_role(backend, model, adapter=one)
+    p = prompt(model, "hello world")
+    logits = {}
+    for name, r in (("stacked", stacked), ("combined", combined), ("single", single)):
+        r.generate(p, max_tokens=0)
+        logits[name] = r.last_logits()
+    assert np.abs(logits["stacked"] - logits["combined"]).max() < 1e-3
+    assert np.abs(logits["stacked"] - logits["single"]).max() > 1e-2
+
+
 def test_adapter_for_another_base_is_refused(backend, files):
     other = backend.load_model(files / "other.gguf")
     with pytest.raises(ModelError, match="refused adapter") as e:

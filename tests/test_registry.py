@@ -424,3 +424,29 @@ def test_role_table_outside_the_protocol_is_refused(tmp_path):
     """)
     with pytest.raises(ConfigError, match=r"\[planner\] is not a role of protocol .*backbone-v1.*its roles: backbone"):
         resolve_set("one", registry=load_registry(p))
+
+
+def test_adapter_stack_checksums_and_kv_type(tmp_path):
+    p = write(tmp_path, """
+        [sets.x]
+        model = "smollm2-135m-instruct"
+        type_k = "q8_0"
+        adapter = ["a/stage1.gguf", "/abs/role.gguf"]
+        adapter_sha256 = ["%s", "%s"]
+        summarizer = { adapter = "a/sum.gguf", type_k = "f16" }
+    """ % ("0" * 64, "1" * 64))
+    spec = resolve_set("x", registry=load_registry(p))
+    assert spec.roles["planner"].adapters == (str(tmp_path / "a" / "stage1.gguf"), "/abs/role.gguf")
+    assert spec.roles["planner"].type_k == "q8_0" and spec.roles["summarizer"].type_k == "f16"
+    assert spec.roles["summarizer"].adapters == (str(tmp_path / "a" / "sum.gguf"),)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('adapter = ["a.gguf", "b.gguf"]\nadapter_sha256 = "%s"\n' % ("0" * 64), "needs one checksum per adapter"),
+    ("adapter = []\n", "non-empty list of strings"),
+    ('type_k = "q4_0"\n', 'type_k must be "f16" or "q8_0"'),
+])
+def test_bad_adapter_or_kv_settings(tmp_path, body, message):
+    p = write(tmp_path, '[sets.x]\nmodel = "smollm2-135m-instruct"\n' + body)
+    with pytest.raises(ConfigError, match=message):
+        resolve_set("x", registry=load_registry(p))

@@ -164,6 +164,9 @@ def test_load_checks_cheap_things_before_loading(fake_set, tmp_path):
         Team.load("fake", models=models, tools="no_such_module_xyz:TOOLS")
     with pytest.raises(ModelError, match=r"adapter .*missing.gguf does not exist"):
         Team.load("fake", models=models, adapter=str(tmp_path / "missing.gguf"))
+    (tmp_path / "lora.gguf").write_bytes(b"not the shipped adapter")
+    with pytest.raises(ModelError, match=r"adapter .*lora.gguf does not match its adapter_sha256"):
+        Team.load("fake", models=models, caller={"adapter": str(tmp_path / "lora.gguf"), "adapter_sha256": "0" * 64})
     (tmp_path / "m.gguf").unlink()
     with pytest.raises(ModelError, match=r"model 'm': file .*m.gguf does not exist"):
         Team.load("fake", models=models)

@@ -53,13 +53,20 @@ class RoleSpec:
 
     role: str
     model: str
-    adapter: str | None = None    # path to a GGUF LoRA adapter, set on this role's context only
+    adapter: str | tuple[str, ...] | None = None   # GGUF LoRA adapter path(s), set on this role's context only
+    adapter_sha256: str | tuple[str, ...] | None = None   # checked at load, one per adapter, when given
     n_ctx: int = 2048             # per role: KV cache dominates memory on small models
     threads: int | None = None    # None: llama.cpp's choice (physical cores)
     n_batch: int = 512
     n_gpu_layers: int = 0         # a model setting: roles sharing a model must agree
     max_tokens: int = 256
     sampling: Sampling = Sampling()
+    type_k: str = "f16"           # KV cache key type: "f16" (the reference numerics) or "q8_0" (half the K memory)
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The adapter paths, stacked in this order (empty when none)."""
+        return () if self.adapter is None else (self.adapter,) if isinstance(self.adapter, str) else self.adapter
 
 
 @dataclass(frozen=True)
@@ -99,11 +106,11 @@ _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name != "role")
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
-OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in ("model", "adapter", "sampling")) + _SAMPLING_KEYS
+OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in ("model", "adapter", "adapter_sha256", "sampling")) + _SAMPLING_KEYS
 _ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout")
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "adapter": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
+    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
@@ -180,6 +187,9 @@ def resolve_set(
 
     # toml layer: role table over set-wide values; sampling tables merge field by field
     layers = {r: _merge(shared, per_role[r]) for r in ALL_ROLES}
+    for r in ALL_ROLES:   # a checksum belongs to its adapter: a role that names its own drops the inherited one
+        if "adapter" in per_role[r] and "adapter_sha256" not in per_role[r]:
+            layers[r].pop("adapter_sha256", None)
     for r in ALL_ROLES:
         layers[r] = _relative_paths(layers[r], src)
     # env layer, then flags
@@ -313,8 +323,11 @@ def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 def _relative_paths(layer: dict[str, Any], src: Path) -> dict[str, Any]:
     adapter = layer.get("adapter")
-    if isinstance(adapter, str) and not Path(adapter).expanduser().is_absolute():
-        layer = {**layer, "adapter": str((src.parent / adapter).resolve())}
+    resolve = lambda a: a if Path(a).expanduser().is_absolute() else str((src.parent / a).resolve())  # noqa: E731
+    if isinstance(adapter, str):
+        layer = {**layer, "adapter": resolve(adapter)}
+    elif isinstance(adapter, list) and all(isinstance(a, str) for a in adapter):
+        layer = {**layer, "adapter": [resolve(a) for a in adapter]}
     return layer
 
 
@@ -323,6 +336,8 @@ def _apply(layer: dict[str, Any], key: str, value: Any, where: str) -> None:
         _check_type(key, value, where)
         layer["sampling"] = {**(layer.get("sampling") or {}), key: value}
     elif key in _ROLE_KEYS and key != "sampling":
+        if key == "adapter":
+            layer.pop("adapter_sha256", None)
         layer[key] = value
     else:
         valid = ", ".join(sorted(OVERRIDE_KEYS + ("model", "adapter")))
@@ -360,6 +375,18 @@ def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry)
     for k in ("n_ctx", "n_batch", "max_tokens"):
         if k in layer and layer[k] <= 0:
             raise ConfigError(f"{w}: {k} must be positive, got {layer[k]}")
+    for k in ("adapter", "adapter_sha256"):
+        if isinstance(layer.get(k), list):
+            if not layer[k] or not all(isinstance(a, str) for a in layer[k]):
+                raise ConfigError(f"{w}: {k} must be a string or a non-empty list of strings")
+            layer[k] = tuple(layer[k])
+    if "adapter_sha256" in layer:
+        n_sha = 1 if isinstance(layer["adapter_sha256"], str) else len(layer["adapter_sha256"])
+        n_ad = 0 if layer.get("adapter") is None else 1 if isinstance(layer["adapter"], str) else len(layer["adapter"])
+        if n_sha != n_ad:
+            raise ConfigError(f"{w}: adapter_sha256 needs one checksum per adapter ({n_ad}), got {n_sha}")
+    if layer.get("type_k", "f16") not in ("f16", "q8_0"):
+        raise ConfigError(f"{w}: type_k must be \"f16\" or \"q8_0\", got {layer['type_k']!r}")
     if layer.get("max_tokens", RoleSpec.max_tokens) >= layer.get("n_ctx", RoleSpec.n_ctx):
         raise ConfigError(f"{w}: max_tokens must be smaller than n_ctx")
     samp = Sampling(**{k: (float(v) if isinstance(getattr(Sampling, k), float) else v) for k, v in sampling.items()})

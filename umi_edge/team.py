@@ -88,8 +88,7 @@ class Team:
                 by_model[rs.model] = fetch.model_path(registry.model(rs.model), download=download,
                                                       progress=progress, set_name=spec.name)
             paths[role] = by_model[rs.model]
-            if rs.adapter is not None and not Path(rs.adapter).is_file():
-                raise ModelError(f"set {spec.name!r} {role}: adapter {rs.adapter} does not exist; fix `adapter` in models.toml")
+            _check_adapters(spec.name, role, rs)
 
         from .loop import Limits
 
@@ -185,17 +184,31 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
             key = str(Path(paths[role]).resolve())
             if key not in shared:
                 shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
-            adapter = None
-            if rs.adapter is not None:
-                akey = (key, str(Path(rs.adapter).resolve()))
+            mine = []
+            for path in rs.adapters:
+                akey = (key, str(Path(path).resolve()))
                 if akey not in adapters:
-                    adapters[akey] = backend.load_adapter(shared[key], rs.adapter)
-                adapter = adapters[akey]
+                    adapters[akey] = backend.load_adapter(shared[key], path)
+                mine.append(adapters[akey])
             engines[role] = backend.new_role(
-                shared[key], name=role, adapter=adapter, n_ctx=rs.n_ctx, n_threads=rs.threads,
-                n_batch=rs.n_batch, sampling=rs.sampling,
+                shared[key], name=role, adapter=mine or None, n_ctx=rs.n_ctx, n_threads=rs.threads,
+                n_batch=rs.n_batch, sampling=rs.sampling, type_k=rs.type_k,
             )
         yield engines, shared, stack
+
+
+def _check_adapters(set_name: str, role: str, rs) -> None:
+    """Every adapter exists and, where models.toml gives its sha256, matches it (before any weight loads)."""
+    from .fetch import sha256_file
+
+    sums = () if rs.adapter_sha256 is None else (
+        (rs.adapter_sha256,) if isinstance(rs.adapter_sha256, str) else rs.adapter_sha256)
+    for i, path in enumerate(rs.adapters):
+        if not Path(path).is_file():
+            raise ModelError(f"set {set_name!r} {role}: adapter {path} does not exist; fix `adapter` in models.toml")
+        if sums and sha256_file(path) != sums[i].lower():
+            raise ModelError(f"set {set_name!r} {role}: adapter {path} does not match its adapter_sha256 in "
+                             f"models.toml; reinstall umi-edge or fix the checksum")
 
 
 def to_toolset(tools: Any):

@@ -142,12 +142,16 @@ class LoraAdapter:
 class LlamaRole:
     """One role's llama_context: own KV cache and sampler chain over a shared model (RoleEngine contract)."""
 
-    def __init__(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None, lora_scale: float,
+    def __init__(self, model: SharedModel, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None,
+                 lora_scale: float,
                  n_ctx: int, n_threads: int | None, n_batch: int, n_ubatch: int, sampling: Sampling,
                  flash_attn: bool, type_k: str, type_v: str, prefix_reuse: bool):
         self.name = name
         self.model = model
-        self.adapter = adapter
+        # one adapter or a stack (e.g. a shared stage-1 LoRA + this role's stage-2 LoRA), summed by llama.cpp
+        self.adapters: tuple[LoraAdapter, ...] = (() if adapter is None else (adapter,)
+                                                  if isinstance(adapter, LoraAdapter) else tuple(adapter))
+        self.adapter = self.adapters[0] if len(self.adapters) == 1 else None
         self.sampling = sampling
         self.prefix_reuse = prefix_reuse
         self.bos_id, self.eos_id = model.bos_id, model.eos_id
@@ -200,12 +204,13 @@ class LlamaRole:
         self._prompt_chunk = min(n_ubatch, self.n_batch)
         self._mem = L.llama_get_memory(ctx)
 
-        if adapter is not None:
-            arr = (L.llama_adapter_lora_p_ctypes * 1)(adapter.ptr)
-            scales = (ctypes.c_float * 1)(lora_scale)
-            if L.llama_set_adapters_lora(ctx, arr, 1, scales) != 0:
-                raise ModelError(f"llama.cpp could not set adapter {adapter.path} on role {name!r}: "
-                                 f"{_native.last_error()}")
+        if self.adapters:
+            n = len(self.adapters)
+            arr = (L.llama_adapter_lora_p_ctypes * n)(*(a.ptr for a in self.adapters))
+            scales = (ctypes.c_float * n)(*([lora_scale] * n))
+            if L.llama_set_adapters_lora(ctx, arr, n, scales) != 0:
+                raise ModelError(f"llama.cpp could not set adapter(s) {', '.join(str(a.path) for a in self.adapters)} "
+                                 f"on role {name!r}: {_native.last_error()}")
 
         self._sampler = RoleSampler(model, self.sampling)
         self._stack.callback(self._sampler.close)
@@ -450,8 +455,8 @@ class LlamaBackend:
         self._adapters[key] = adapter
         return adapter
 
-    def new_role(self, model: SharedModel, *, name: str, adapter: LoraAdapter | None = None, n_ctx: int = 2048,
-                 n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
+    def new_role(self, model: SharedModel, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None = None,
+                 n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
                  n_ubatch: int = 64, lora_scale: float = 1.0, flash_attn: bool = False,
                  type_k: str = "f16", type_v: str = "f16", prefix_reuse: bool = True) -> LlamaRole:
         """A new context on `model` with its own KV cache and sampler chain (and `adapter`, if given).
@@ -465,8 +470,9 @@ class LlamaBackend:
         on CPU it decoded 5-10% slower; a q8_0 V cache needs it.
         """
         self._own(model)
-        if adapter is not None and adapter.model is not model:
-            raise ModelError(f"adapter {adapter.path} was loaded for {adapter.model.path}, not {model.path}")
+        for a in (() if adapter is None else (adapter,) if isinstance(adapter, LoraAdapter) else adapter):
+            if a.model is not model:
+                raise ModelError(f"adapter {a.path} was loaded for {a.model.path}, not {model.path}")
         if name in self.roles:
             raise ModelError(f"role {name!r} already exists in this backend")
         if type_k not in (*_KV_TYPES, "auto") or type_v not in _KV_TYPES:
