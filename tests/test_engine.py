@@ -463,11 +463,16 @@ def test_llama_cpp_logs_are_quiet_unless_asked(files, capfd, monkeypatch):
     assert "llama" in capfd.readouterr().err
 
 
-def test_importing_the_engine_does_not_load_llama_cpp():
+def test_llama_cpp_loads_only_with_the_engine_and_before_numpy():
+    """`umi_edge`, its Team and CLI import no llama.cpp; the llama engine loads llama.cpp's libraries before
+    numpy, the order that a CUDA build needs (numpy first segfaulted at model load; see _native.preload)."""
     import subprocess
     import sys
 
-    code = "import sys, umi_edge.engine.llama; assert 'llama_cpp' not in sys.modules, 'eager import'"
+    code = ("import sys, umi_edge, umi_edge.team, umi_edge.cli, umi_edge.loop; "
+            "assert 'llama_cpp' not in sys.modules, 'eager import'; "
+            "assert 'numpy' not in sys.modules, 'numpy before llama.cpp'; "
+            "import umi_edge.engine.llama; assert 'llama_cpp.llama_cpp' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -21,6 +21,17 @@ _GGML_LOG_ERROR = 3
 _GGML_LOG_CONT = 5
 
 
+def preload() -> None:
+    """Load llama.cpp's shared libraries now. Import order matters on CUDA builds: with numpy's bundled
+    libraries loaded first, llama_model_load_from_file segfaulted (H200 box, CUDA 13, numpy 2.5); loaded
+    first, llama.cpp ran. The engine calls this before importing numpy; an app that imports numpy first
+    can `import llama_cpp` (or umi_edge.engine.llama) before it."""
+    try:
+        import llama_cpp.llama_cpp  # noqa: F401
+    except ImportError:   # reported with its fix by lib()
+        pass
+
+
 def lib():
     """llama_cpp.llama_cpp, imported, logger installed and backend initialised on first use."""
     global _lib

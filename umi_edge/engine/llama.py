@@ -28,9 +28,12 @@ from typing import Sequence
 
 from ..errors import ModelError
 from . import _native
-from .base import Generation, Sampling
-from .forced import ForcedText
-from .sampling import RoleSampler
+
+_native.preload()   # before numpy (via .forced / .sampling): see _native.preload
+
+from .base import Generation, Sampling  # noqa: E402
+from .forced import ForcedText  # noqa: E402
+from .sampling import RoleSampler  # noqa: E402
 
 log = logging.getLogger(__name__)
 
