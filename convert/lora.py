@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,18 +311,9 @@ def _pattern_value(pattern: dict, key: str, default):
 
 
 def _temp_output(out: Path, force: bool) -> Path:
-    if out.is_dir():
-        raise ConvertError(f"{out}: is a folder; give the output file name, e.g. {out / 'adapter.gguf'}")
-    if out.exists() and not force:
-        raise ConvertError(f"{out}: already exists; pass --force to overwrite it")
-    if not out.parent.is_dir():
-        raise ConvertError(f"{out.parent}: output folder does not exist; create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    except OSError as e:
-        raise ConvertError(f"{out.parent}: cannot write the output there ({e.strerror or e})") from None
-    os.close(fd)
-    return Path(tmp)
+    from .pipeline import _check_output
+
+    return _check_output(out, force, example="adapter.gguf")
 
 
 # --- writing ------------------------------------------------------------------------------------------

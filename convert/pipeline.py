@@ -87,9 +87,11 @@ def plan_tensors(arch, refs: dict[str, TensorRef], where: Path) -> tuple[list[tu
     return keep, skipped
 
 
-def _check_output(out: Path, force: bool) -> Path:
+def _check_output(out: Path, force: bool, example: str = "model.gguf") -> Path:
+    """A fresh temporary file beside `out` (renamed over it when complete), with the permissions a plain
+    open() would give (mkstemp makes 0600, which a shipped or shared GGUF should not have)."""
     if out.is_dir():
-        raise ConvertError(f"{out}: is a folder; give the output file name, e.g. {out / 'model.gguf'}")
+        raise ConvertError(f"{out}: is a folder; give the output file name, e.g. {out / example}")
     if out.exists() and not force:
         raise ConvertError(f"{out}: already exists; pass --force to overwrite it")
     parent = out.parent
@@ -100,6 +102,9 @@ def _check_output(out: Path, force: bool) -> Path:
     except OSError as e:
         raise ConvertError(f"{parent}: cannot write the output there ({e.strerror or e})") from None
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 

@@ -118,8 +118,13 @@ def test_adapter_metadata_and_bin(base_f32, tmp_path):
     pt = make_peft_adapter(base, tmp_path / "pt", seed=3, safe=False)
     assert (pt / "adapter_model.bin").is_file() and not (pt / "adapter_model.safetensors").exists()
     a, b = tmp_path / "st.gguf", tmp_path / "pt.gguf"
-    convert_lora(st, a, outtype="f16")
-    convert_lora(pt, b, outtype="f16")
+    old_umask = os.umask(0o022)
+    try:
+        convert_lora(st, a, outtype="f16")
+        convert_lora(pt, b, outtype="f16")
+    finally:
+        os.umask(old_umask)
+    assert (a.stat().st_mode & 0o777) == 0o644   # as a plain open() would create it, not mkstemp's 0600
     ra, rb = gguf.GGUFReader(a), gguf.GGUFReader(b)
     # tensor order follows the source file, as in llama.cpp (sorted safetensors, pickle insertion order)
     tb = {t.name: t for t in rb.tensors}

@@ -149,6 +149,25 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
             role.generate(ids, max_tokens=0)
             assert abs(role.last_logits() - base_logits).max() > 0  # the adapter changes the model
 
+    # ship.py: the role adapters at q8_0 for the package, close to the f16 ones train.py exported
+    ship = tmp_path / "ship"
+    proc = subprocess.run([sys.executable, str(RECIPE / "ship.py"), "--out", str(out), "--dest", str(ship)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shipped = json.loads(proc.stdout)
+    assert sorted(shipped) == ["caller", "planner", "summarizer"]
+    assert all(info["rank"] == [16] and info["size_bytes"] < 0.8 * summary["adapters"][r]["size_bytes"]
+               for r, info in shipped.items())
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        for role in ("planner", "caller", "summarizer"):
+            q8 = backend.new_role(m, name=f"{role}-q8", n_ctx=256, adapter=backend.load_adapter(m, ship / f"{role}.gguf"))
+            f16 = backend.new_role(m, name=f"{role}-f16", n_ctx=256,
+                                   adapter=backend.load_adapter(m, summary["adapters"][role]["path"]))
+            for r in (q8, f16):
+                r.generate(ids, max_tokens=0)
+            assert abs(q8.last_logits() - f16.last_logits()).max() < 0.5
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("targets", [None, ["q_proj", "k_proj"]], ids=["all", "qk"])

@@ -450,3 +450,25 @@ def test_bad_adapter_or_kv_settings(tmp_path, body, message):
     p = write(tmp_path, '[sets.x]\nmodel = "smollm2-135m-instruct"\n' + body)
     with pytest.raises(ConfigError, match=message):
         resolve_set("x", registry=load_registry(p))
+
+
+def test_share_context_names_a_compatible_host(tmp_path):
+    p = write(tmp_path, """
+        [sets.x]
+        model = "smollm2-135m-instruct"
+        summarizer = { share_context = "planner", max_tokens = 100 }
+    """)
+    spec = resolve_set("x", registry=load_registry(p))
+    assert spec.roles["summarizer"].share_context == "planner" and spec.roles["planner"].share_context is None
+
+
+@pytest.mark.parametrize("body, message", [
+    ('summarizer = { share_context = "critic" }\n', "must name another role"),
+    ('summarizer = { share_context = "summarizer" }\n', "must name another role"),
+    ('summarizer = { share_context = "caller" }\ncaller = { share_context = "planner" }\n', "itself shares 'planner'"),
+    ('summarizer = { share_context = "planner", n_ctx = 1024 }\n', "needs the same model, n_ctx"),
+])
+def test_bad_share_context(tmp_path, body, message):
+    p = write(tmp_path, '[sets.x]\nmodel = "smollm2-135m-instruct"\n' + body)
+    with pytest.raises(ConfigError, match=message):
+        resolve_set("x", registry=load_registry(p))

@@ -62,6 +62,7 @@ class RoleSpec:
     max_tokens: int = 256
     sampling: Sampling = Sampling()
     type_k: str = "f16"           # KV cache key type: "f16" (the reference numerics) or "q8_0" (half the K memory)
+    share_context: str | None = None   # run on that role's llama context (same model): one KV cache for both
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -110,7 +111,7 @@ OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in ("model", "adapter", "ad
 _ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout")
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
+    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,), "share_context": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
@@ -221,6 +222,7 @@ def resolve_set(
         raise ConfigError(f"{where}: [{stray[0]}] is not a role of protocol "
                           f"{set_vals.get('protocol', SetSpec.protocol)!r}; its roles: {', '.join(wanted)}")
     roles = {r: _role_spec(r, layers[r], where, registry) for r in wanted}
+    _check_shared_contexts(roles, where)
     _check_gpu_layers(roles, where)
     return SetSpec(name=name, roles=MappingProxyType(roles), **set_vals)
 
@@ -393,6 +395,23 @@ def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry)
     if samp.temperature < 0 or not 0 < samp.top_p <= 1:
         raise ConfigError(f"{w}: temperature must be ≥ 0 and top_p in (0, 1]")
     return RoleSpec(role=role, sampling=samp, **layer)
+
+
+def _check_shared_contexts(roles: Mapping[str, RoleSpec], where: str) -> None:
+    for r in roles.values():
+        host = roles.get(r.share_context) if r.share_context else None
+        if r.share_context is None:
+            continue
+        if host is None or host is r:
+            raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} must name another role "
+                              f"({', '.join(x for x in roles if x != r.role)})")
+        if host.share_context is not None:
+            raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} names a role that itself "
+                              f"shares {host.share_context!r}; name {host.share_context!r} instead")
+        if (host.model, host.n_ctx, host.n_batch, host.type_k, host.threads) != (r.model, r.n_ctx, r.n_batch,
+                                                                                  r.type_k, r.threads):
+            raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} needs the same model, n_ctx, "
+                              f"n_batch, type_k and threads as that role")
 
 
 def _check_gpu_layers(roles: Mapping[str, RoleSpec], where: str) -> None:

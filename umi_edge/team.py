@@ -172,7 +172,8 @@ class Team:
 @contextlib.contextmanager
 def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
     """Yields (role engines, {realpath: SharedModel}, ExitStack owning them); frees all if the body raises.
-    Each distinct GGUF is loaded once; each adapter once per model; one context per role."""
+    Each distinct GGUF is loaded once; each adapter once per model; one context per role, except roles with
+    share_context, which run on their host role's context."""
     from .engine.llama import LlamaBackend
 
     with contextlib.ExitStack() as stack:
@@ -180,7 +181,8 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
         shared: dict[str, Any] = {}
         adapters: dict[tuple[str, str], Any] = {}
         engines: dict[str, Any] = {}
-        for role, rs in spec.roles.items():
+        # hosts first, so that a role with share_context finds its host's context open
+        for role, rs in sorted(spec.roles.items(), key=lambda kv: kv[1].share_context is not None):
             key = str(Path(paths[role]).resolve())
             if key not in shared:
                 shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
@@ -190,6 +192,9 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
                 if akey not in adapters:
                     adapters[akey] = backend.load_adapter(shared[key], path)
                 mine.append(adapters[akey])
+            if rs.share_context is not None:
+                engines[role] = engines[rs.share_context].view(name=role, adapter=mine or None, sampling=rs.sampling)
+                continue
             engines[role] = backend.new_role(
                 shared[key], name=role, adapter=mine or None, n_ctx=rs.n_ctx, n_threads=rs.threads,
                 n_batch=rs.n_batch, sampling=rs.sampling, type_k=rs.type_k,

@@ -207,16 +207,11 @@ class LlamaRole:
         self._prompt_chunk = min(n_ubatch, self.n_batch)
         self._mem = L.llama_get_memory(ctx)
 
-        if self.adapters:
-            n = len(self.adapters)
-            arr = (L.llama_adapter_lora_p_ctypes * n)(*(a.ptr for a in self.adapters))
-            scales = (ctypes.c_float * n)(*([lora_scale] * n))
-            if L.llama_set_adapters_lora(ctx, arr, n, scales) != 0:
-                raise ModelError(f"llama.cpp could not set adapter(s) {', '.join(str(a.path) for a in self.adapters)} "
-                                 f"on role {name!r}: {_native.last_error()}")
-
+        self._lora_scale = lora_scale
         self._sampler = RoleSampler(model, self.sampling)
         self._stack.callback(self._sampler.close)
+        self._user = None        # the RoleView (or None: this role) whose adapters and KV the context holds
+        self._set_adapters(self.adapters, name)
         self._tok = (L.llama_token * max(n_batch, 1))()
         self._batch_one = L.llama_batch_get_one(self._tok, 1)   # reused for every single-token decode
 
@@ -229,8 +224,8 @@ class LlamaRole:
 
     @property
     def cached_tokens(self) -> tuple[int, ...]:
-        """The token ids this role's KV cache holds (for tests and diagnostics)."""
-        return tuple(self._kv)
+        """The token ids this role's KV cache holds (for tests and diagnostics; empty while a view holds it)."""
+        return tuple(self._kv) if self._user is None else ()
 
     def last_logits(self):
         """A numpy copy of the logits at the last evaluated position (e.g. after generate(..., max_tokens=0))."""
@@ -254,16 +249,17 @@ class LlamaRole:
         if not prompt:
             raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
         with self._lock:
-            return self._generate(prompt, max_tokens, grammar, cancel)
+            self._switch_to(None)
+            return self._generate(prompt, max_tokens, grammar, cancel, self._sampler, self.name)
 
-    def _generate(self, prompt, max_tokens, grammar, cancel) -> Generation:
+    def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name) -> Generation:
         L = _native.lib()
         max_tokens = max(0, min(max_tokens, self.n_ctx // 2))
         budget = self.n_ctx - max_tokens - _CTX_MARGIN
         n_truncated = max(0, len(prompt) - budget)
         if n_truncated:
             prompt = prompt[n_truncated:]
-            log.info("role %s: prompt truncated, kept the last %d tokens (%d dropped)", self.name, budget, n_truncated)
+            log.info("role %s: prompt truncated, kept the last %d tokens (%d dropped)", name, budget, n_truncated)
 
         t0 = time.perf_counter()
         n_reused = self._trim_to_prefix(prompt)
@@ -288,7 +284,7 @@ class LlamaRole:
             n_eval += len(chunk)
         t1 = time.perf_counter()
 
-        g = self._sampler.grammar(grammar, self.name) if grammar is not None else None
+        g = sampler.grammar(grammar, name) if grammar is not None else None
         forced = self.model.forced() if g is not None else None
         out: list[int] = []
         pending: list[int] = []
@@ -318,9 +314,9 @@ class LlamaRole:
                 else:
                     self._decode(pending)
                 pending = []
-            t = self._sampler.sample(self.ctx, g)
+            t = sampler.sample(self.ctx, g)
             if t is None:       # the grammar admits nothing: cannot happen with a well-formed grammar
-                log.warning("role %s: grammar dead end after %d tokens", self.name, len(out))
+                log.warning("role %s: grammar dead end after %d tokens", name, len(out))
                 stop = "stop"
                 break
             if self.model.is_eog(t):
@@ -335,6 +331,34 @@ class LlamaRole:
             if g is not None:
                 L.llama_sampler_accept(g, t)
         return done(stop, out, n_forced, t1)
+
+    # -- context sharing -------------------------------------------------------------------------------
+    def view(self, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None = None,
+             sampling: Sampling = Sampling()) -> "RoleView":
+        """Another role on this context (its own adapters and sampler, the same KV memory). Roles that take
+        turns, like the planner and the summarizer, then hold one KV cache instead of two; each switch of
+        user clears the cache, since KV computed under one adapter is wrong under another."""
+        return RoleView(self, name=name, adapter=adapter, sampling=sampling)
+
+    def _set_adapters(self, adapters: tuple, name: str) -> None:
+        if not adapters and self.ctx is not None and self._user is None and not self.adapters:
+            return
+        L = _native.lib()
+        n = len(adapters)
+        arr = (L.llama_adapter_lora_p_ctypes * max(n, 1))(*(a.ptr for a in adapters))
+        scales = (ctypes.c_float * max(n, 1))(*([self._lora_scale] * n))
+        if L.llama_set_adapters_lora(self.ctx, arr if n else None, n, scales if n else None) != 0:
+            raise ModelError(f"llama.cpp could not set adapter(s) {', '.join(str(a.path) for a in adapters)} "
+                             f"on role {name!r}: {_native.last_error()}")
+
+    def _switch_to(self, user) -> None:
+        """Give the context to `user` (a RoleView, or None for this role): its adapters, an empty KV cache."""
+        if self._user is user:
+            return
+        self._set_adapters(self.adapters if user is None else user.adapters, self.name if user is None else user.name)
+        _native.lib().llama_memory_clear(self._mem, True)
+        self._kv.clear()
+        self._user = user
 
     # -- internals -------------------------------------------------------------------------------------
     def _trim_to_prefix(self, prompt: list[int]) -> int:
@@ -380,6 +404,54 @@ class LlamaRole:
         if self.ctx is not None:
             self._stack.close()
             self.ctx = None
+
+
+class RoleView:
+    """A role that borrows another role's llama_context (RoleEngine contract): own name, adapters and sampler
+    chain; KV memory shared with the host and every other view, cleared whenever the user changes."""
+
+    def __init__(self, host: LlamaRole, *, name: str, adapter, sampling: Sampling):
+        for a in (() if adapter is None else (adapter,) if isinstance(adapter, LoraAdapter) else adapter):
+            if a.model is not host.model:
+                raise ModelError(f"adapter {a.path} was loaded for {a.model.path}, not {host.model.path}")
+        self.host, self.name, self.model = host, name, host.model
+        self.adapters: tuple[LoraAdapter, ...] = (() if adapter is None else (adapter,)
+                                                  if isinstance(adapter, LoraAdapter) else tuple(adapter))
+        self.sampling = sampling
+        self.bos_id, self.eos_id, self.n_ctx = host.bos_id, host.eos_id, host.n_ctx
+        self._sampler = RoleSampler(host.model, sampling)
+        host._stack.callback(self._sampler.close)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenize(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.model.detokenize(ids)
+
+    @property
+    def cached_tokens(self) -> tuple[int, ...]:
+        return tuple(self.host._kv) if self.host._user is self else ()
+
+    def last_logits(self):
+        return self.host.last_logits()
+
+    def reset(self) -> None:
+        with self.host._lock:
+            if self.host._user is self:
+                _native.lib().llama_memory_clear(self.host._mem, True)
+                self.host._kv.clear()
+
+    def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
+                 cancel: threading.Event | None = None) -> Generation:
+        host = self.host
+        if host.ctx is None:
+            raise ModelError(f"role {self.name!r} is closed (its context, role {host.name!r}, was freed)")
+        prompt = list(prompt)
+        if not prompt:
+            raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
+        with host._lock:
+            host._switch_to(self)
+            return host._generate(prompt, max_tokens, grammar, cancel, self._sampler, self.name)
 
 
 class LlamaBackend:
