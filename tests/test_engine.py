@@ -268,6 +268,18 @@ def test_roles_sharing_one_context_match_their_own_contexts(backend, model, file
     assert np.array_equal(host.last_logits(), alone_one.last_logits())
 
 
+def test_roles_with_the_same_weights_on_one_context_reuse_each_others_prefix(backend, model):
+    host = new_role(backend, model)
+    guest = host.view(name="guest")
+    alone = new_role(backend, model)
+    head = prompt(model, "hello world hello world")
+    host.generate(head + [5, 6], max_tokens=3)
+    g = guest.generate(head + [7, 8], max_tokens=5)
+    assert g.n_reused == len(head)                                     # the host's prefix, no clearing
+    assert g.tokens == alone.generate(head + [7, 8], max_tokens=5).tokens
+    assert np.array_equal(guest.last_logits(), alone.last_logits())
+
+
 def test_adapter_for_another_base_is_refused(backend, files):
     other = backend.load_model(files / "other.gguf")
     with pytest.raises(ModelError, match="refused adapter") as e:

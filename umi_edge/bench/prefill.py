@@ -65,7 +65,11 @@ def prefill(roles: Mapping[str, object], tools, protocol, *, repeats: int = 3,
         mine = [s for s in steps if s["role"] == name]
         by_role[name] = {"calls": len(mine), "prompt": sum(s["prompt"] for s in mine),
                          "evaluated": sum(s["evaluated"] for s in mine),
-                         "evaluated_without_reuse": sum(s["evaluated_without_reuse"] for s in mine)}
+                         "evaluated_without_reuse": sum(s["evaluated_without_reuse"] for s in mine),
+                         # the role's calls after its own first one: "each role evaluates only new tokens"
+                         "ratio_after_its_first_call": _ratio([r for r in on if r["role"] == name][1:],
+                                                              [r for r in off if r["role"] == name][1:],
+                                                              lambda r: True) if len(mine) > 1 else None}
     t_on, t_off = statistics.median(on_s), statistics.median(off_s)
     return {
         "ratio": _ratio(on, off, lambda r: True),

@@ -337,12 +337,11 @@ class LlamaRole:
              sampling: Sampling = Sampling()) -> "RoleView":
         """Another role on this context (its own adapters and sampler, the same KV memory). Roles that take
         turns, like the planner and the summarizer, then hold one KV cache instead of two; each switch of
-        user clears the cache, since KV computed under one adapter is wrong under another."""
+        user under other adapters clears the cache (KV computed under one adapter is wrong under another), while
+        roles with the same adapters (or none) keep it and reuse each other's prompt prefixes."""
         return RoleView(self, name=name, adapter=adapter, sampling=sampling)
 
     def _set_adapters(self, adapters: tuple, name: str) -> None:
-        if not adapters and self.ctx is not None and self._user is None and not self.adapters:
-            return
         L = _native.lib()
         n = len(adapters)
         arr = (L.llama_adapter_lora_p_ctypes * max(n, 1))(*(a.ptr for a in adapters))
@@ -352,12 +351,17 @@ class LlamaRole:
                              f"on role {name!r}: {_native.last_error()}")
 
     def _switch_to(self, user) -> None:
-        """Give the context to `user` (a RoleView, or None for this role): its adapters, an empty KV cache."""
+        """Give the context to `user` (a RoleView, or None for this role). Under the same adapters the KV cache
+        stays valid, so the new user reuses the common prefix (the caller picks up the planner's tool docs and
+        history); under other adapters it is cleared."""
         if self._user is user:
             return
-        self._set_adapters(self.adapters if user is None else user.adapters, self.name if user is None else user.name)
-        _native.lib().llama_memory_clear(self._mem, True)
-        self._kv.clear()
+        held = self.adapters if self._user is None else self._user.adapters
+        wanted = self.adapters if user is None else user.adapters
+        if wanted != held:
+            self._set_adapters(wanted, self.name if user is None else user.name)
+            _native.lib().llama_memory_clear(self._mem, True)
+            self._kv.clear()
         self._user = user
 
     # -- internals -------------------------------------------------------------------------------------
@@ -436,10 +440,8 @@ class RoleView:
         return self.host.last_logits()
 
     def reset(self) -> None:
-        with self.host._lock:
-            if self.host._user is self:
-                _native.lib().llama_memory_clear(self.host._mem, True)
-                self.host._kv.clear()
+        """Forget the shared KV cache (the next prompt is evaluated in full), whoever holds it."""
+        self.host.reset()
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
                  cancel: threading.Event | None = None) -> Generation:
