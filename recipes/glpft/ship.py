@@ -8,7 +8,7 @@ Shipping stage 1 once and only each role's stage-2 half (stacked on the role's c
 less, but llama.cpp 0.3.36 did not add two stacked adapters up to their concatenation on the Q4_1 SmolLM2 base
 (max logit difference 0.59 with LoRA on attn_q alone; exact on a float32 tiny model), so each role ships whole.
 
-    python recipes/glpft/ship.py [--out recipes/glpft/out] [--dest umi_edge/adapters] [--outtype q8_0] [--force]
+    python recipes/glpft/ship.py [--out recipes/glpft/out] [--dest umi_edge/adapters] [--outtype f16] [--force]
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(HERE / "out"), help="train.py's output folder")
     ap.add_argument("--dest", default=str(ROOT / "umi_edge" / "adapters"))
-    ap.add_argument("--outtype", default="q8_0", help="GGUF adapter type (f32, f16, bf16, q8_0)")
+    ap.add_argument("--outtype", default="f16", help="GGUF adapter type (f32, f16, bf16, q8_0)")
     ap.add_argument("--force", action="store_true", help="overwrite adapters already in --dest")
     args = ap.parse_args(argv)
     try:

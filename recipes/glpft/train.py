@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -142,6 +143,10 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
         autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)  # noqa: E731
     else:
         autocast = contextlib.nullcontext
+    # Every planner / caller / backbone prompt starts with the same tool docs (~600 of ~900 tokens). With
+    # shared_prefix, that head is run once per step without gradient and each sample continues from its KV:
+    # the same forward values (LoRA included), no gradient through the head's keys and values, ~3x less work.
+    prefix = shared_prefix([ids for ids, _ in samples]) if t.get("shared_prefix", False) else []
     pm.train()
     t0 = time.monotonic()
     for step in range(1, steps + 1):
@@ -153,13 +158,19 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
             batch.append(samples[order.pop()])
         n_target = sum(sum(1 for x in labels[1:] if x != IGNORE) for _, labels in batch)
         total = 0.0
+        cache = None
+        if prefix and any(ids[:len(prefix)] == prefix for ids, _ in batch):
+            with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current LoRA
+                cache = inner.model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
         for ids, labels in batch:
-            x = torch.tensor([ids], device=device)
-            y = torch.tensor(labels[1:], device=device)
+            start = len(prefix) if cache is not None and ids[:len(prefix)] == prefix else 0
+            x = torch.tensor([ids[start:]], device=device)
+            y = torch.tensor(labels[start + 1:], device=device)
             pos = (y != IGNORE).nonzero().squeeze(1)
             with autocast():
                 # lm_head only where there is a label: the vocab projection is ~10% of the FLOPs and most memory
-                hidden = inner.model(input_ids=x).last_hidden_state[0, :-1]
+                kw = {"past_key_values": copy.deepcopy(cache), "use_cache": True} if start else {}
+                hidden = inner.model(input_ids=x, **kw).last_hidden_state[0, :-1]
                 logits = inner.lm_head(hidden[pos]).float()
             loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
             loss.backward()
@@ -176,6 +187,29 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
               flush=True)
     pm.eval()
     return pm
+
+
+def shared_prefix(seqs, minimum: int = 64) -> list[int]:
+    """The longest token prefix that most sequences share (the prompt head before the history), one token
+    short of the shortest of them; [] when under `minimum` tokens."""
+    from collections import Counter
+
+    if not seqs:
+        return []
+    head = Counter(tuple(s[:minimum]) for s in seqs if len(s) > minimum).most_common(1)
+    if not head:
+        return []
+    group = [s for s in seqs if tuple(s[:minimum]) == head[0][0]]
+    if len(group) < 2:
+        return []
+    n = min(len(s) for s in group) - 1
+    first = group[0]
+    for s in group[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return list(first[:n]) if n >= minimum else []
 
 
 def lora_state(pm) -> dict:
@@ -251,8 +285,10 @@ def write_log(log: list, out: Path) -> None:
 
 # --- the recipe ----------------------------------------------------------------------------------------------
 
-def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = "cpu") -> dict:
-    """Generate → baseline → stage 1 → merge → stage 2 per role → GGUF adapters; returns the summary."""
+def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = "cpu", part: str = "all") -> dict:
+    """Generate → stage 1 → merge → stage 2 per role → team GGUF adapters → baseline; returns the summary.
+    `part` "team" or "baseline" runs one half (e.g. the two in parallel processes, one core each); their
+    loss log and summary then go to loss-<part>.csv / summary-<part>.json."""
     import torch
 
     from umi_convert.lora import convert_lora
@@ -265,37 +301,19 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     max_len = cfg["train"]["max_len"]
     samples = {role: encode_records(data[role], gguf, max_len) for role in (*TEAM, "backbone")}
     lengths = [len(ids) for role in samples for ids, _ in samples[role]]
+    suffix = "" if part == "all" else f"-{part}"
     model = load_model(gguf).to(device)
     base_dir = out / "base_config"
     model.config.save_pretrained(base_dir)  # convert_lora needs the base's config.json only
     log: list = []
-    rank, lcfg = cfg["lora"]["rank"], lora_config(cfg)
-    scale = cfg["lora"]["alpha"] / rank
-    targets = cfg["lora"]["target_modules"]
-    peft_dirs = {}
-
-    # stage 1: the backbone on every role's samples, then merged into the weights
-    team = [s for role in TEAM for s in samples[role]]
-    pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
-                    log=log, stage="stage1", role="all", device=device)
-    stage1 = lora_state(pm)
-    save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
-              base_dir=base_dir)
-    model = pm.merge_and_unload()
-
-    # stage 2: one LoRA per role on the merged weights, exported as stage 1 + stage 2 on the original base
-    for role in TEAM:
-        pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"], lr=cfg["stage2"]["lr"],
-                        cfg=cfg, log=log, stage="stage2", role=role, device=device)
-        both = combine(stage1, scale, lora_state(pm), scale)
-        save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
-        peft_dirs[role] = out / "peft" / role
-        model = pm.unload()
+    rank, targets = cfg["lora"]["rank"], cfg["lora"]["target_modules"]
+    peft_dirs: dict = {}
     adapters: dict = {}
     (out / "gguf").mkdir(exist_ok=True)
+    overlay = write_overlay(out, cfg["base"]["model"])
 
     def export(names):
-        write_log(log, out / "loss.csv")
+        write_log(log, out / f"loss{suffix}.csv")
         for name in names:
             path = out / "gguf" / f"{name}.gguf"
             info = convert_lora(peft_dirs[name], path, base=base_dir, outtype=cfg["export"]["outtype"],
@@ -303,20 +321,22 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
             adapters[name] = {"path": str(path), "sha256": sha256_file(path), "size_bytes": info["size_bytes"],
                               "rank": info["rank"], "alpha": info["alpha"]}
 
-    # the team is exported (and its overlay written) before the baseline trains, so it can be evaluated meanwhile
-    export(TEAM)
-    overlay = write_overlay(out, cfg["base"]["model"])
-    del model, pm
-    model = load_model(gguf).to(device)  # the baseline starts from the original base, like stage 1
-
-    # the single-model baseline: backbone protocol, rank r1+r2, stage-1 + 3 × stage-2 steps
+    if part in ("all", "team"):
+        model = train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device)
+        # the team is exported before the baseline trains, so it can be evaluated meanwhile
+        export(TEAM)
+    if part in ("all", "baseline"):
+        if part == "all":
+            del model
+            model = load_model(gguf).to(device)  # the baseline starts from the original base, like stage 1
+        b = cfg["baseline"]
+        pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"],
+                        lr=b["lr"], cfg=cfg, log=log, stage="baseline", role="backbone", device=device)
+        save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
+                  targets=targets, base_dir=base_dir)
+        peft_dirs["baseline"] = out / "peft" / "baseline"
+        export(["baseline"])
     b = cfg["baseline"]
-    pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"], lr=b["lr"],
-                    cfg=cfg, log=log, stage="baseline", role="backbone", device=device)
-    save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
-              targets=targets, base_dir=base_dir)
-    peft_dirs["baseline"] = out / "peft" / "baseline"
-    export(["baseline"])
 
     curves: dict[tuple, list] = {}
     for r in log:
@@ -333,10 +353,32 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
                    "bf16": cfg["train"].get("bf16", False), "max_len": max_len},
         "loss_first": {f"{s}/{r}": v for (s, r), v in sorted(first.items())},
         "loss_last": {f"{s}/{r}": v for (s, r), v in sorted(last.items())},
-        "adapters": adapters, "models_toml": str(overlay), "seconds": round(time.monotonic() - t0, 1),
+        "adapters": adapters, "models_toml": str(overlay), "seconds": round(time.monotonic() - t0, 1), "part": part,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / f"summary{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device):
+    """GLPFT: stage 1 on every role's samples, merged; stage 2 per role from it, exported as stage 1 + 2."""
+    rank, lcfg = cfg["lora"]["rank"], lora_config(cfg)
+    scale = cfg["lora"]["alpha"] / rank
+    targets = cfg["lora"]["target_modules"]
+    team = [s for role in TEAM for s in samples[role]]
+    pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
+                    log=log, stage="stage1", role="all", device=device)
+    stage1 = lora_state(pm)
+    save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
+              base_dir=base_dir)
+    model = pm.merge_and_unload()
+    for role in TEAM:
+        pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"], lr=cfg["stage2"]["lr"],
+                        cfg=cfg, log=log, stage="stage2", role=role, device=device)
+        both = combine(stage1, scale, lora_state(pm), scale)
+        save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
+        peft_dirs[role] = out / "peft" / role
+        model = pm.unload()
+    return model
 
 
 def probe(cfg: dict, gguf: Path, steps: int, device: str = "cpu") -> dict:
@@ -362,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the base GGUF (default: the registry model, fetched and checked)")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a handful of short samples (< 60 s)")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    ap.add_argument("--part", choices=("all", "team", "baseline"), default="all",
+                    help="train only the team or only the baseline (two processes can share a machine)")
     ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
                     help="only time STEPS stage-1 steps of the config (no output files) and exit")
     args = ap.parse_args(argv)
@@ -374,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             shutil.rmtree(out / "peft", ignore_errors=True)
         summary = run(cfg, out, gguf=base_gguf(cfg, args.base_gguf), smoke=args.smoke,
-                      device=args.device)
+                      device=args.device, part=args.part)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
