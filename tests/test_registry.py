@@ -13,6 +13,7 @@ import pytest
 from umi_edge import fetch
 from umi_edge.engine.base import Sampling
 from umi_edge.errors import ConfigError, FetchError, ModelError
+from umi_edge.fetch import sha256_file
 from umi_edge.registry import ROLES, bundled_path, load_registry, resolve_set, role_override
 
 SMOL_SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -32,6 +33,14 @@ def test_bundled_default_set_is_three_roles_on_smollm2():
     spec = resolve_set("default", registry=reg)
     assert set(spec.roles) == set(ROLES)
     assert {r.model for r in spec.roles.values()} == {"smollm2-135m-instruct"}
+    for role, rs in spec.roles.items():   # the GLPFT adapters ship in the package, checksums in models.toml
+        (path,) = rs.adapters
+        assert Path(path) == bundled_path().parent / "adapters" / f"{role}.gguf"
+        assert sha256_file(path) == rs.adapter_sha256
+    assert spec.roles["summarizer"].share_context == "planner" and spec.roles["caller"].share_context is None
+    untrained = resolve_set("untrained", registry=reg)
+    assert all(not rs.adapters for rs in untrained.roles.values())
+    assert [rs.share_context for rs in untrained.roles.values()] == [None, "planner", "planner"]
     assert spec.tools == "umi_edge.tools.demo:TOOLS"
     assert spec.protocol.startswith("alpha-umi/")
     m = reg.model("smollm2-135m-instruct")
@@ -60,7 +69,7 @@ def test_bundled_file_is_the_repo_root_file():
 
 
 def test_unknown_set_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown set 'nope'; known sets: alpha-umi-13b, alpha-umi-7b, default"):
+    with pytest.raises(ConfigError, match=r"unknown set 'nope'; known sets: alpha-umi-13b, alpha-umi-7b, default, untrained"):
         resolve_set("nope")
 
 

@@ -39,7 +39,9 @@ def test_three_roles_share_one_model_mapped_once(default_model_home, smollm2_ggu
         (model,) = team.models.values()
         engines = list(team.roles.values())
         assert all(e.model is model for e in engines)                      # one SharedModel...
-        assert len({e.ctx for e in engines}) == 3                           # ...three llama contexts
+        planner, caller, summarizer = (team.roles[r] for r in ("planner", "caller", "summarizer"))
+        assert summarizer.host is planner and caller.ctx is not planner.ctx   # ...two llama contexts
+        assert [a.path.name for e in engines for a in e.adapters] == ["planner.gguf", "caller.gguf", "summarizer.gguf"]
         size = smollm2_gguf.stat().st_size
         mapped = mapped_bytes(smollm2_gguf) - before
         assert 0.5 * size < mapped <= size + (1 << 20), f"GGUF mapped {mapped} bytes, file is {size}"
