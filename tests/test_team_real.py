@@ -52,7 +52,7 @@ def test_three_roles_share_one_model_mapped_once(default_model_home, smollm2_ggu
 def test_readme_command_runs_end_to_end(default_model_home):
     """`umi-edge run "<demo question>"` on the default set: any status but error, JSON lines well formed."""
     r = CliRunner().invoke(cli, ["run", QUESTION, "--max-steps", "1", "--n-ctx", "1536", "--json"],
-                           catch_exceptions=False, env={"UMI_EDGE_MAX_TOKENS": "24"})
+                           catch_exceptions=False, env={"UMI_EDGE_MAX_TOKENS": "64"})
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     out = lines[-1]
     assert out["event"] == "outcome" and out["status"] in ("answered", "gave_up", "max_steps"), r.output
