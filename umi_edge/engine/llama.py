@@ -142,7 +142,19 @@ class LoraAdapter:
         return f"LoraAdapter({str(self.path)!r})"
 
 
-class LlamaRole:
+class _ModelText:
+    """tokenize / detokenize through the role's SharedModel (RoleEngine contract)."""
+
+    model: SharedModel
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenize(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.model.detokenize(ids)
+
+
+class LlamaRole(_ModelText):
     """One role's llama_context: own KV cache and sampler chain over a shared model (RoleEngine contract)."""
 
     def __init__(self, model: SharedModel, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None,
@@ -216,12 +228,6 @@ class LlamaRole:
         self._batch_one = L.llama_batch_get_one(self._tok, 1)   # reused for every single-token decode
 
     # -- RoleEngine ------------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        return self.model.tokenize(text)
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self.model.detokenize(ids)
-
     @property
     def cached_tokens(self) -> tuple[int, ...]:
         """The token ids this role's KV cache holds (for tests and diagnostics; empty while a view holds it)."""
@@ -410,7 +416,7 @@ class LlamaRole:
             self.ctx = None
 
 
-class RoleView:
+class RoleView(_ModelText):
     """A role that borrows another role's llama_context (RoleEngine contract): own name, adapters and sampler
     chain; KV memory shared with the host and every other view, cleared whenever the user changes."""
 
@@ -425,12 +431,6 @@ class RoleView:
         self.bos_id, self.eos_id, self.n_ctx = host.bos_id, host.eos_id, host.n_ctx
         self._sampler = RoleSampler(host.model, sampling)
         host._stack.callback(self._sampler.close)
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.model.tokenize(text)
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self.model.detokenize(ids)
 
     @property
     def cached_tokens(self) -> tuple[int, ...]:
