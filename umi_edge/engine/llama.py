@@ -249,14 +249,20 @@ class LlamaRole(_ModelText):
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
                  cancel: threading.Event | None = None) -> Generation:
         """Evaluate `prompt` past the cached common prefix, then decode until EOS / max_tokens / cancel."""
+        return self._generate_for(None, prompt, max_tokens, grammar, cancel)
+
+    def _generate_for(self, user, prompt, max_tokens, grammar, cancel) -> Generation:
+        """generate() for this role (user None) or for a RoleView on this context."""
+        name, sampler = (self.name, self._sampler) if user is None else (user.name, user._sampler)
         if self.ctx is None:
-            raise ModelError(f"role {self.name!r} is closed")
+            raise ModelError(f"role {name!r} is closed" + ("" if user is None else
+                                                           f" (its context, role {self.name!r}, was freed)"))
         prompt = list(prompt)
         if not prompt:
             raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
         with self._lock:
-            self._switch_to(None)
-            return self._generate(prompt, max_tokens, grammar, cancel, self._sampler, self.name)
+            self._switch_to(user)
+            return self._generate(prompt, max_tokens, grammar, cancel, sampler, name)
 
     def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name) -> Generation:
         L = _native.lib()
@@ -445,15 +451,7 @@ class RoleView(_ModelText):
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
                  cancel: threading.Event | None = None) -> Generation:
-        host = self.host
-        if host.ctx is None:
-            raise ModelError(f"role {self.name!r} is closed (its context, role {host.name!r}, was freed)")
-        prompt = list(prompt)
-        if not prompt:
-            raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
-        with host._lock:
-            host._switch_to(self)
-            return host._generate(prompt, max_tokens, grammar, cancel, self._sampler, self.name)
+        return self.host._generate_for(self, prompt, max_tokens, grammar, cancel)
 
 
 class LlamaBackend:
