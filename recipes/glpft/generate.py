@@ -156,6 +156,16 @@ UNITS = [
     ((1, 12), "weeks", "week", "seconds", "s"), ((1, 72), "hours", "h", "minutes", "min"),
     ((1, 100), "inches", "in", "centimeters", "cm"), ((1, 50), "knots", "knot", "km/h", "km/h"),
     ((0, 100), "degrees Celsius", "C", "Kelvin", "K"), ((1, 20), "square miles", "mi2", "square kilometers", "km2"),
+    # the rest of the tool's unit table, so every unit it knows is seen at least once
+    ((1, 900), "millimeters", "mm", "inches", "in"), ((1, 500), "yards", "yd", "meters", "m"),
+    ((1, 300), "nautical miles", "nmi", "kilometers", "km"), ((1, 900), "milligrams", "mg", "grams", "g"),
+    ((1, 40), "tonnes", "t", "pounds", "lb"), ((1, 30), "stone", "st", "kilograms", "kg"),
+    ((1, 20), "cubic meters", "m3", "liters", "l"), ((1, 12), "teaspoons", "tsp", "milliliters", "ml"),
+    ((1, 12), "tablespoons", "tbsp", "teaspoons", "tsp"), ((1, 64), "fluid ounces", "fl_oz", "cups", "cup"),
+    ((1, 20), "pints", "pt", "liters", "l"), ((1, 20), "quarts", "qt", "gallons", "gal"),
+    ((1, 100), "meters per second", "m/s", "km/h", "km/h"), ((1, 300), "feet per second", "ft/s", "mph", "mph"),
+    ((1, 5000), "square meters", "m2", "square feet", "ft2"), ((1, 9000), "square feet", "ft2", "acres", "acre"),
+    ((1, 60), "days", "day", "hours", "h"), ((1, 400), "Kelvin", "K", "degrees Celsius", "C"),
 ]
 # misspelled or spelled-out units the tool rejects, and the unit the planner then uses instead
 # (at most 11 characters: the caller grammar's bound for unit strings at CALLER_MAX_TOKENS)
@@ -180,6 +190,22 @@ IMPOSSIBLE = [
     ("Search the web for the best laptop under $1,000.", "web search"),
     ("What time does the {city} museum open today?", "opening hours"),
     ("Add a meeting with {person} to my calendar on Monday.", "calendar access"),
+    ("Pay my electricity bill.", "payments"),
+    ("Transfer $200 to {person}'s bank account.", "bank transfers"),
+    ("How is the traffic on the way to {city} right now?", "live traffic"),
+    ("Show me a photo of the Eiffel Tower.", "images"),
+    ("Write a poem about the sea and post it on my blog.", "publishing to a blog"),
+    ("What is my current location?", "location data"),
+    ("Buy two tickets for the concert on Saturday.", "ticket sales"),
+    ("Check my bank balance.", "bank accounts"),
+    ("Open the garage door.", "device control"),
+    ("Record a voice memo for me.", "audio recording"),
+    ("What movies are playing in {city} tonight?", "cinema listings"),
+    ("Track my package from the post office.", "package tracking"),
+    ("How many steps did I walk today?", "fitness data"),
+    ("Find me a dentist near {city} with good reviews.", "business reviews"),
+    ("Download the latest version of my favorite app.", "software downloads"),
+    ("When is the next train from {city} to {city2}?", "train timetables"),
 ]
 COMPANIES = ["Apple", "Microsoft", "Tesla", "Amazon", "Nvidia", "Toyota", "Samsung", "Nestle"]
 PEOPLE = ["Anna", "my boss", "David", "Maria", "my sister", "Tom", "the landlord"]
@@ -208,7 +234,9 @@ def calc_family(s: Slots):
         expr, say = f"{a} {op} {b}", "The answer is {r}."
     elif kind == "pow":
         a, n = s.int(2, 40), s.pick([2, 3, 4, 5, 10])
-        q = {2: "What is the square of {a}?", 3: "What is {a} cubed?"}.get(n, "What is {a} to the power of {n}?")
+        q = s.pick({2: ["What is the square of {a}?", "What is {a} squared?"],
+                    3: ["What is {a} cubed?", "What is the cube of {a}?"]}.get(n, ["What is {a} to the power of {n}?",
+                                                                               "Raise {a} to the power {n}."]))
         q = q.format(a=a, n=n)
         expr, say = f"{a} ** {n}", f"{a} to the power of {n} is {{r}}."
     elif kind == "sqrt":
