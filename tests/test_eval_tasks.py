@@ -9,7 +9,8 @@ import pytest
 from umi_edge.engine.fake import fake_roles
 from umi_edge.errors import UmiError
 from umi_edge.eval import demo_tasks
-from umi_edge.eval.tasks import check_answer, load_tasks, numbers_in, parse_task, resolve_tools, run_tasks
+from umi_edge.eval.tasks import (TaskResult, check_answer, load_tasks, merge_shards, numbers_in, parse_task,
+                                 resolve_tools, run_tasks, summarize)
 from umi_edge.team import Team
 
 SUITES = resources.files("umi_edge").joinpath("data/tasks")
@@ -151,6 +152,18 @@ def test_runner_success_failure_give_up_and_hallucination():
     assert report["tokens_by_role"]["planner"]["generated"] > 0
     assert {"n_tasks", "success_rate", "give_up_rate", "hallucinated_calls", "mean_steps", "mean_seconds"} <= set(report)
     json.dumps(report)   # the --json output is plain JSON
+
+
+def test_shards_merge_into_the_report_of_one_run():
+    """`eval tasks --jobs N` runs tasks k, k+N, ... in process k; the merged report equals one run's."""
+    results = [TaskResult(f"t{i}", "answer", "answered" if i % 3 else "max_steps", i % 3 > 0, i % 4 + 1,
+                          0.5 * i, i % 2, f"a{i}", [["calculator", "{}"]] * (i % 2),
+                          None if i % 3 else "run ended max_steps",
+                          {"planner": {"prompt": 10 * i, "reused": i, "evaluated": 9 * i, "generated": 3}})
+               for i in range(7)]
+    whole = summarize(results)
+    for n in (1, 2, 3, 7):
+        assert merge_shards([summarize(results[k::n]) for k in range(n)]) == whole
 
 
 def test_runner_checks_every_tool_before_running(tmp_path):

@@ -450,13 +450,14 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
         click.echo(f"note: {note}", err=True)
 
 
-def _eval_tasks_set(task_path: str, limit, set_name, models_path, overrides: dict, verbose: bool, tag: str) -> dict:
-    """Load one set and run the task suite on it; one line per task on stderr (prefixed by `tag`).
-    Top-level so that `--jobs` can run it in a child process."""
+def _eval_tasks_set(task_path: str, limit, set_name, models_path, overrides: dict, verbose: bool, tag: str,
+                    shard: int = 0, shards: int = 1) -> dict:
+    """Load one set and run the task suite (every `shards`-th task from `shard`) on it; one line per task on
+    stderr (prefixed by `tag`). Top-level so that `--jobs` can run it in a child process."""
     from .eval import tasks as etasks
     from .team import Team
 
-    task_list = etasks.load_tasks(task_path, limit=limit)
+    task_list = etasks.load_tasks(task_path, limit=limit)[shard::shards]
 
     def progress(done, total, r):
         mark = "ok  " if r.success else "FAIL"
@@ -482,7 +483,7 @@ def _tasks_line(report: dict) -> str:
 @click.option("--compare", "compare", metavar="NAME", multiple=True,
               help="Another set to evaluate on the same tasks in this run (repeatable); the report compares them.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="With --compare: evaluate up to N sets at once, each in its own process.")
+              help="Run up to N processes at once, each on one set's share of the tasks (interleaved).")
 @click.pass_context
 def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
                    max_steps, compare, jobs):
@@ -502,16 +503,22 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
     overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed, max_steps=max_steps)
     verbose = bool(ctx.find_root().params.get("verbose"))
     names = list(dict.fromkeys([set_name or os.environ.get("UMI_EDGE_SET") or "default", *compare]))
-    args = [(str(path), limit, name, models_path, overrides, verbose, f"{name} " if len(names) > 1 else "")
-            for name in names]
-    if jobs > 1 and len(names) > 1:
+    n_tasks = len(etasks.load_tasks(path, limit=limit))
+    shards = max(1, min(jobs, n_tasks))
+    # one unit per set and share of its tasks; a slow set no longer holds one process for the whole run
+    units = [(name, k) for name in names for k in range(shards)]
+    args = [(str(path), limit, name, models_path, overrides, verbose,
+             (f"{name} " if len(names) > 1 else "") + (f"{k + 1}/{shards} " if shards > 1 else ""), k, shards)
+            for name, k in units]
+    if jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, len(names)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            reports = list(pool.map(_eval_tasks_set, *zip(*args)))
+        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_eval_tasks_set, *zip(*args)))
     else:
-        reports = [_eval_tasks_set(*a) for a in args]
+        parts = [_eval_tasks_set(*a) for a in args]
+    reports = [etasks.merge_shards([p for (n, _), p in zip(units, parts) if n == name]) for name in names]
     if len(names) == 1:
         report = reports[0]
         if as_json:

@@ -322,3 +322,12 @@ def run_tasks(
         if progress is not None:
             progress(i + 1, len(tasks), r)
     return summarize(results)
+
+
+def merge_shards(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the reports of interleaved shards (shard k ran tasks k, k + n, ...), in task order."""
+    if len(reports) == 1:
+        return reports[0]
+    rows = [r["tasks"] for r in reports]
+    ordered = [rows[i % len(rows)][i // len(rows)] for i in range(sum(len(x) for x in rows))]
+    return summarize([TaskResult(**row) for row in ordered])
