@@ -1,8 +1,8 @@
 """Ship a trained GLPFT team as the package default: one GGUF LoRA per role (stage 1 + stage 2 in one adapter).
 
 Converts `out/peft/{planner,caller,summarizer}` (written by train.py) to `umi_edge/adapters/<role>.gguf` at
-`--outtype` (q8_0 by default: half of f16, see README.md for what it costs) and prints each file's sha256 and
-size for models.toml.
+`--outtype` (f16 by default: q8_0 halves the size but moved the logits by up to 1.8, see README.md) and
+prints each file's sha256 and size for models.toml.
 
 Shipping stage 1 once and only each role's stage-2 half (stacked on the role's context) would store a third
 less, but llama.cpp 0.3.36 did not add two stacked adapters up to their concatenation on the Q4_1 SmolLM2 base
