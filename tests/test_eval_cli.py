@@ -133,3 +133,48 @@ def test_tasks_compare_runs_every_set_on_the_same_tasks(tmp_path, fake_team):
     assert [(c["set"], c["success_rate"]) for c in rep["compare"]] == [("a", 1.0), ("b", 0.0)]
     assert rep["sets"]["b"]["status_counts"] == {"answered": 1}
     assert "a [1/1] ok" in r.stderr and "b [1/1] FAIL g" in r.stderr
+
+
+_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from umi_edge.cli import _exit_with_parent
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(), 0.05))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 120)
+    time.sleep(120)
+"""
+
+
+def test_eval_workers_exit_when_the_parent_is_killed(tmp_path):
+    """`eval tasks --jobs N` workers must not keep running a model for minutes after the parent was killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(worker, 0)                      # alive, busy in time.sleep(120)
+    finally:
+        parent.send_signal(signal.SIGKILL)      # no clean-up runs in the parent
+        parent.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split()[2] != "Z"   # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
