@@ -41,6 +41,10 @@ def test_bundled_default_set_is_three_roles_on_smollm2():
     untrained = resolve_set("untrained", registry=reg)
     assert all(not rs.adapters for rs in untrained.roles.values())
     assert [rs.share_context for rs in untrained.roles.values()] == [None, "planner", "planner"]
+    single = resolve_set("single", registry=reg)    # the recipe's single-model baseline, shipped beside the team
+    (backbone,) = single.roles.values()
+    assert list(single.roles) == ["backbone"] and single.protocol.endswith("backbone-v1")
+    assert sha256_file(backbone.adapters[0]) == backbone.adapter_sha256
     assert spec.tools == "umi_edge.tools.demo:TOOLS"
     assert spec.protocol.startswith("alpha-umi/")
     m = reg.model("smollm2-135m-instruct")
@@ -69,7 +73,7 @@ def test_bundled_file_is_the_repo_root_file():
 
 
 def test_unknown_set_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown set 'nope'; known sets: alpha-umi-13b, alpha-umi-7b, default, untrained"):
+    with pytest.raises(ConfigError, match=r"unknown set 'nope'; known sets: alpha-umi-13b, alpha-umi-7b, default, single, untrained"):
         resolve_set("nope")
 
 

@@ -1,6 +1,8 @@
-"""Ship a trained GLPFT team as the package default: one GGUF LoRA per role (stage 1 + stage 2 in one adapter).
+"""Ship a trained GLPFT team as the package default: one GGUF LoRA per role (stage 1 + stage 2 in one adapter),
+and the single-model baseline's adapter (set `single`).
 
-Converts `out/peft/{planner,caller,summarizer}` (written by train.py) to `umi_edge/adapters/<role>.gguf` at
+Converts `out/peft/{planner,caller,summarizer,baseline}` (written by train.py) to
+`umi_edge/adapters/{planner,caller,summarizer,backbone}.gguf` at
 `--outtype` (f16 by default: q8_0 halves the size but moved the logits by up to 1.8, see README.md) and
 prints each file's sha256 and size for models.toml.
 
@@ -30,14 +32,17 @@ def ship(out: Path, dest: Path, outtype: str, force: bool) -> dict:
     from umi_edge.fetch import sha256_file
 
     base_dir = out / "base_config"
-    for need in (base_dir / "config.json", *(out / "peft" / r for r in train.TEAM)):
+    # the three role adapters, and the single-model baseline's (set `single`) as the backbone role's
+    files = {**{role: role for role in train.TEAM}, "baseline": "backbone"}
+    for need in (base_dir / "config.json", *(out / "peft" / r for r in files)):
         if not Path(need).exists():
             raise train.RecipeError(f"{need} is missing; run recipes/glpft/train.py first")
     dest.mkdir(parents=True, exist_ok=True)
     shipped = {}
-    for role in train.TEAM:
+    for name, role in files.items():
         path = dest / f"{role}.gguf"
-        info = convert_lora(out / "peft" / role, path, base=base_dir, outtype=outtype, force=force, role=role)
+        info = convert_lora(out / "peft" / name, path, base=base_dir, outtype=outtype, force=force,
+                            role=role if role in train.TEAM else None)
         shipped[role] = {"path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
                          "sha256": sha256_file(path), "size_bytes": info["size_bytes"], "rank": info["rank"]}
     return shipped
