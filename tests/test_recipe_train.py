@@ -150,15 +150,17 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
             role.generate(ids, max_tokens=0)
             assert abs(role.last_logits() - base_logits).max() > 0  # the adapter changes the model
 
-    # ship.py: the role adapters for the package, the same bytes as the f16 ones train.py exported
+    # ship.py: the role adapters and the baseline's (as `backbone`) for the package, the same bytes as the f16
+    # ones train.py exported
     ship = tmp_path / "ship"
     proc = subprocess.run([sys.executable, str(RECIPE / "ship.py"), "--out", str(out), "--dest", str(ship)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shipped = json.loads(proc.stdout)
-    assert sorted(shipped) == ["caller", "planner", "summarizer"]
+    assert sorted(shipped) == ["backbone", "caller", "planner", "summarizer"]
     for role, info in shipped.items():
-        assert info["sha256"] == summary["adapters"][role]["sha256"] == sha256_file(ship / f"{role}.gguf")
+        trained = summary["adapters"]["baseline" if role == "backbone" else role]
+        assert info["sha256"] == trained["sha256"] == sha256_file(ship / f"{role}.gguf")
     again = subprocess.run([sys.executable, str(RECIPE / "ship.py"), "--out", str(out), "--dest", str(ship)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "already exists; pass --force" in again.stderr   # nothing overwritten
