@@ -513,11 +513,10 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
         from importlib import resources
 
         path = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
-    etasks.load_tasks(path, limit=limit)   # a bad task file fails here, before any model loads
     overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed, max_steps=max_steps)
     verbose = bool(ctx.find_root().params.get("verbose"))
     names = list(dict.fromkeys([set_name or os.environ.get("UMI_EDGE_SET") or "default", *compare]))
-    n_tasks = len(etasks.load_tasks(path, limit=limit))
+    n_tasks = len(etasks.load_tasks(path, limit=limit))   # a bad task file fails here, before any model loads
     shards = max(1, min(jobs, n_tasks))
     # one unit per set and share of its tasks; a slow set no longer holds one process for the whole run
     units = [(name, k) for name in names for k in range(shards)]
