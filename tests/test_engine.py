@@ -280,6 +280,51 @@ def test_roles_with_the_same_weights_on_one_context_reuse_each_others_prefix(bac
     assert np.array_equal(guest.last_logits(), alone.last_logits())
 
 
+def test_a_trunk_adapter_lets_roles_with_different_adapters_share_the_trunk_kv(backend, model, files, tmp_path):
+    """With trunk_adapter, a prompt's first `trunk` tokens are computed under it and the rest under the role's
+    own adapter: roles with different adapters on one context reuse the trunk exactly, and a position is
+    reused only under the adapters it was computed with."""
+    write_tiny_lora(tmp_path / "p.gguf", seed=21)
+    write_tiny_lora(tmp_path / "c.gguf", seed=22)
+    write_tiny_lora(tmp_path / "t.gguf", seed=23)
+    planner_a, caller_a, trunk_a = (backend.load_adapter(model, tmp_path / f"{n}.gguf") for n in "pct")
+    planner = new_role(backend, model, adapter=planner_a, trunk_adapter=trunk_a)
+    caller = planner.view(name="caller", adapter=caller_a)
+    assert planner.has_trunk and caller.has_trunk and not new_role(backend, model).has_trunk
+    alone = new_role(backend, model, adapter=caller_a, trunk_adapter=trunk_a)
+    head = prompt(model, "hello world hello there world hello")
+    n = len(head)
+    p_plan, p_call = head + model.tokenize(" plan it"), head + model.tokenize(" call it now")
+
+    g = planner.generate(p_plan, max_tokens=4, trunk=n)
+    assert (g.n_reused, g.n_evaluated) == (0, len(p_plan))
+    c = caller.generate(p_call, max_tokens=4, trunk=n)
+    assert c.n_reused == n and c.n_evaluated == len(p_call) - n       # the trunk KV, across adapters
+    ref = alone.generate(p_call, max_tokens=4, trunk=n)                  # the same prompt from scratch
+    assert ref.n_reused == 0 and ref.tokens == c.tokens
+    assert np.array_equal(caller.last_logits(), alone.last_logits())
+    # the next step: the planner's prompt extends the caller's trunk; only the new part and its tail run
+    longer = p_call + list(c.tokens)
+    tail = model.tokenize(" next")
+    g2 = planner.generate(longer + tail, max_tokens=0, trunk=len(longer))
+    assert g2.n_reused == n and g2.n_evaluated == len(longer) + len(tail) - n
+
+    # the split matters: the whole prompt under the role's adapter, or under the trunk's, gives other logits
+    mixed = alone.last_logits()
+    own = new_role(backend, model, adapter=caller_a)
+    own.generate(p_call, max_tokens=0)
+    under_trunk = new_role(backend, model, adapter=trunk_a)
+    under_trunk.generate(p_call, max_tokens=0)
+    assert np.abs(own.last_logits() - mixed).max() > 1e-3
+    assert np.abs(under_trunk.last_logits() - mixed).max() > 1e-3
+    # without a trunk adapter, `trunk` changes nothing and roles with other adapters share no KV
+    plain = new_role(backend, model, adapter=caller_a)
+    plain.generate(p_call, max_tokens=0, trunk=n)
+    assert np.array_equal(plain.last_logits(), own.last_logits())
+    guest = plain.view(name="guest", adapter=planner_a)
+    assert guest.generate(p_call, max_tokens=0, trunk=n).n_reused == 0
+
+
 def test_adapter_for_another_base_is_refused(backend, files):
     other = backend.load_model(files / "other.gguf")
     with pytest.raises(ModelError, match="refused adapter") as e:
@@ -324,7 +369,7 @@ def test_grammar_forces_fixed_text_in_one_batch(backend, model, monkeypatch):
     r = new_role(backend, model, sampling=Sampling(temperature=1.0, seed=1))
     calls = []
     real = r._decode
-    monkeypatch.setattr(r, "_decode", lambda ids: (calls.append(len(ids)), real(ids))[1])
+    monkeypatch.setattr(r, "_decode", lambda ids, adapters: (calls.append(len(ids)), real(ids, adapters))[1])
     p = prompt(model, "hello")
     r.generate(p, max_tokens=0)
     calls.clear()

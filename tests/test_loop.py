@@ -211,6 +211,27 @@ def test_route_completion_under_the_route_grammar():
     assert (events[0].text, events[0].route_source) == ("I will conclude Next: caller.", "default")
 
 
+def test_engines_with_a_trunk_adapter_get_the_trunk_length_of_each_prompt():
+    """The planner's and caller's trunk (tool docs + history, the caller's with the plan turn) is passed as a
+    token count to engines that have a trunk adapter; route completion keeps the planner's; others get none."""
+    roles = fake_roles(planner=["I add 2 and 3.\n Next: caller.", "Done", "\n Next: conclusion."],
+                       caller=['Action: add\nAction Input: {"a": 2, "b": 3}'], summarizer=["5"], has_trunk=True)
+    roles["summarizer"].has_trunk = False
+    _, out = run("What is 2+3?", roles, complete_route=True, limits=Limits(route_tokens=32))
+    assert out.status == "answered"
+    p, c = roles["planner"], roles["caller"]
+    assert len(p.trunks) == 3 and p.trunks[2] == p.trunks[1]          # the route completion continues the turn
+    for engine, trunks, tail in ((p, p.trunks[:2], PLAN_TAIL), (c, c.trunks, "\nThe thought of this step is:")):
+        for ids, n in zip(engine.prompt_ids, trunks):
+            text = engine.detokenize(ids)
+            assert engine.detokenize(ids[:n]) == text[:text.rindex(tail)]   # everything up to the role's tail
+    assert c.detokenize(c.prompt_ids[0][:c.trunks[0]]).endswith("assistant: I add 2 and 3.\n Next: caller.</s>")
+    assert roles["summarizer"].trunks == [0]
+    plain = fake_roles(planner=["Done\n Next: conclusion."], summarizer=["5"])
+    run("q", plain)
+    assert plain["planner"].trunks == [0]
+
+
 def test_context_overflow_keeps_the_last_tokens_and_says_so():
     roles = fake_roles(planner=["x Next: give up."], n_ctx=600)
     events, out = run("q", roles, limits=Limits(planner_tokens=100))

@@ -209,3 +209,17 @@ def test_diversity_prompt_reproduces_the_training_turns():
         if rest.startswith("again, your former observation: "):
             observation = rest[len("again, your former observation: "):rest.rindex("\n\nRemember you are")]
         assert au.diversity_prompt(candidates, observation) == text
+
+
+@pytest.mark.parametrize("options", [{}, {"system_prefix": True, "plan_label": "planner"}])
+def test_trunk_is_the_shared_head_of_the_planner_and_caller_prompts(options):
+    p = AlphaUmi(**options)
+    plan = "I should call get_time_for_timeapi.\n Next: caller."
+    planner, caller = p.planner_prompt(DOCS_37, HISTORY_37), p.caller_prompt(DOCS_37, HISTORY_37, plan)
+    trunk, caller_trunk = p.trunk(DOCS_37, HISTORY_37), p.trunk(DOCS_37, HISTORY_37, plan)
+    assert planner.startswith(trunk) and caller.startswith(caller_trunk)
+    # the trunk ends with the history: what follows is the role's own instructions and cue
+    assert planner[len(trunk):].startswith("\nYou are the assistant to plan")
+    assert caller[len(caller_trunk):].startswith("\nThe thought of this step is:\n" + plan)
+    # the caller's trunk is the planner's trunk plus the plan turn: one KV prefix serves both roles
+    assert caller_trunk.startswith(trunk) and caller_trunk[len(trunk):].endswith(f": {plan}</s>")

@@ -465,6 +465,23 @@ def test_bad_adapter_or_kv_settings(tmp_path, body, message):
         resolve_set("x", registry=load_registry(p))
 
 
+def test_trunk_adapter_is_a_context_setting_with_its_own_checksum(tmp_path):
+    p = write(tmp_path, """
+        [sets.x]
+        model = "smollm2-135m-instruct"
+        trunk_adapter = "a/trunk.gguf"
+        trunk_adapter_sha256 = "%s"
+        caller = { adapter = "a/caller.gguf", share_context = "planner" }
+        summarizer = { trunk_adapter = "/abs/other.gguf" }
+    """ % ("0" * 64))
+    spec = resolve_set("x", registry=load_registry(p))
+    planner, caller, summarizer = (spec.roles[r] for r in ("planner", "caller", "summarizer"))
+    assert planner.trunk_adapter == caller.trunk_adapter == str(tmp_path / "a" / "trunk.gguf")
+    assert planner.trunk_adapter_sha256 == "0" * 64
+    # a role naming its own trunk adapter drops the inherited checksum, as with `adapter`
+    assert (summarizer.trunk_adapter, summarizer.trunk_adapter_sha256) == ("/abs/other.gguf", None)
+
+
 def test_share_context_names_a_compatible_host(tmp_path):
     p = write(tmp_path, """
         [sets.x]
@@ -480,6 +497,8 @@ def test_share_context_names_a_compatible_host(tmp_path):
     ('summarizer = { share_context = "summarizer" }\n', "must name another role"),
     ('summarizer = { share_context = "caller" }\ncaller = { share_context = "planner" }\n', "itself shares 'planner'"),
     ('summarizer = { share_context = "planner", n_ctx = 1024 }\n', "needs the same model, n_ctx"),
+    ('summarizer = { share_context = "planner", trunk_adapter = "t.gguf" }\n', "trunk_adapter belongs to the context"),
+    ('trunk_adapter_sha256 = "%s"\n' % ("0" * 64), "trunk_adapter_sha256 without a trunk_adapter"),
 ])
 def test_bad_share_context(tmp_path, body, message):
     p = write(tmp_path, '[sets.x]\nmodel = "smollm2-135m-instruct"\n' + body)

@@ -190,7 +190,8 @@ class _Run:
                 yield self._outcome("answered", answer=answer)
                 return
             prompt = proto.caller_prompt(docs, history, route.plan)
-            gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar)
+            gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar,
+                                                     trunk=lambda: proto.trunk(docs, history, route.plan))
             call_text = proto.postprocess(gen.text)
             parsed = proto.parse_call(call_text, tools.names if self.constrained else ())
             yield Call(step=step, role="caller", text=call_text, seconds=seconds, usage=Usage.of(gen),
@@ -255,7 +256,7 @@ class _Run:
         prompt = proto.planner_prompt(docs, history)
         usage, seconds, retries = Usage(), 0.0, 0
         while True:
-            gen, s = yield from self._generate(step, "planner", prompt)
+            gen, s = yield from self._generate(step, "planner", prompt, trunk=lambda: proto.trunk(docs, history))
             usage, seconds = usage + Usage.of(gen), seconds + s
             if not proto.is_empty(gen.text) or retries + 1 >= proto.planner_attempts:
                 break
@@ -275,7 +276,7 @@ class _Run:
                 tokens.pop()
             self._check()
             more, s = yield from self._generate(step, "route", self._last_ids + tokens, grammar=route_grammar(),
-                                                engine_role="planner")
+                                                engine_role="planner", trunk=self._last_trunk)
             usage, seconds = usage + Usage.of(more), seconds + s
             completed = proto.route(proto.postprocess_planner(gen.text + more.text))
             if completed.marker:
@@ -288,12 +289,19 @@ class _Run:
         """The role's limit, at most half its context (the engine enforces the same rule)."""
         return max(1, min(self.limits.max_tokens(role), self.roles[engine_role or role].n_ctx // 2))
 
-    def _generate(self, step: int, role: str, prompt, *, grammar: str | None = None, engine_role: str | None = None):
-        """Encode (unless given ids), keep the reference's last n_ctx - max_tokens - 8 tokens, generate."""
+    def _generate(self, step: int, role: str, prompt, *, grammar: str | None = None, engine_role: str | None = None,
+                  trunk=None):
+        """Encode (unless given ids), keep the reference's last n_ctx - max_tokens - 8 tokens, generate.
+
+        `trunk` (the prompt's shared head as text, a callable giving it, or a token count) matters only to an
+        engine with a trunk adapter (`has_trunk`): it evaluates those leading tokens under that adapter."""
         engine = self.roles[engine_role or role]
         max_tokens = self._max_tokens(role, engine_role)
-        ids = prompt if isinstance(prompt, list) else self.proto.encode(prompt, engine.tokenize, engine.bos_id,
-                                                                          engine.eos_id)
+        encode = lambda text: self.proto.encode(text, engine.tokenize, engine.bos_id, engine.eos_id)  # noqa: E731
+        ids = prompt if isinstance(prompt, list) else encode(prompt)
+        n_trunk = 0
+        if trunk is not None and getattr(engine, "has_trunk", False):
+            n_trunk = trunk if isinstance(trunk, int) else _common_prefix(encode(trunk() if callable(trunk) else trunk), ids)
         keep = engine.n_ctx - max_tokens - CONTEXT_MARGIN
         if keep < 1:
             raise ConfigError(f"{engine_role or role}: n_ctx {engine.n_ctx} leaves no room for a prompt "
@@ -301,10 +309,12 @@ class _Run:
         if len(ids) > keep:
             yield Notice(step=step, role=engine_role or role, code="context_truncated",
                          text=f"prompt of {len(ids)} tokens cut to its last {keep} to fit n_ctx {engine.n_ctx}")
+            n_trunk = max(0, n_trunk - (len(ids) - keep))
             ids = ids[-keep:]
-        self._last_ids = ids
+        self._last_ids, self._last_trunk = ids, n_trunk
         t = time.monotonic()
-        gen: Generation = engine.generate(ids, max_tokens=max_tokens, grammar=grammar, cancel=self.stop)
+        kw = {"trunk": n_trunk} if n_trunk else {}
+        gen: Generation = engine.generate(ids, max_tokens=max_tokens, grammar=grammar, cancel=self.stop, **kw)
         seconds = time.monotonic() - t
         key = engine_role or role
         self.usage[key] = self.usage.get(key, Usage()) + Usage.of(gen)
@@ -318,3 +328,10 @@ class _Run:
             self.stop_reason = self.stop_reason or "cancelled"
             raise _Halt
         return gen, seconds
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n, limit = 0, min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n

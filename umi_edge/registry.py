@@ -63,6 +63,10 @@ class RoleSpec:
     sampling: Sampling = Sampling()
     type_k: str = "f16"           # KV cache key type: "f16" (the reference numerics) or "q8_0" (half the K memory)
     share_context: str | None = None   # run on that role's llama context (same model): one KV cache for both
+    # the adapter this role's context evaluates the prompts' shared trunk (tool docs + history) under, so the
+    # roles on it reuse one trunk KV whatever their own adapters; only each role's tail runs under its adapter
+    trunk_adapter: str | None = None
+    trunk_adapter_sha256: str | None = None
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -107,11 +111,13 @@ _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name != "role")
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
-OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in ("model", "adapter", "adapter_sha256", "sampling")) + _SAMPLING_KEYS
+_FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
+OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in (*_FILE_KEYS, "sampling")) + _SAMPLING_KEYS
 _ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout")
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,), "share_context": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
+    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,), "share_context": (str,), "trunk_adapter": (str,),
+    "trunk_adapter_sha256": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
@@ -189,8 +195,9 @@ def resolve_set(
     # toml layer: role table over set-wide values; sampling tables merge field by field
     layers = {r: _merge(shared, per_role[r]) for r in ALL_ROLES}
     for r in ALL_ROLES:   # a checksum belongs to its adapter: a role that names its own drops the inherited one
-        if "adapter" in per_role[r] and "adapter_sha256" not in per_role[r]:
-            layers[r].pop("adapter_sha256", None)
+        for k in ("adapter", "trunk_adapter"):
+            if k in per_role[r] and f"{k}_sha256" not in per_role[r]:
+                layers[r].pop(f"{k}_sha256", None)
     for r in ALL_ROLES:
         layers[r] = _relative_paths(layers[r], src)
     # env layer, then flags
@@ -330,6 +337,8 @@ def _relative_paths(layer: dict[str, Any], src: Path) -> dict[str, Any]:
         layer = {**layer, "adapter": resolve(adapter)}
     elif isinstance(adapter, list) and all(isinstance(a, str) for a in adapter):
         layer = {**layer, "adapter": [resolve(a) for a in adapter]}
+    if isinstance(layer.get("trunk_adapter"), str):
+        layer = {**layer, "trunk_adapter": resolve(layer["trunk_adapter"])}
     return layer
 
 
@@ -338,8 +347,8 @@ def _apply(layer: dict[str, Any], key: str, value: Any, where: str) -> None:
         _check_type(key, value, where)
         layer["sampling"] = {**(layer.get("sampling") or {}), key: value}
     elif key in _ROLE_KEYS and key != "sampling":
-        if key == "adapter":
-            layer.pop("adapter_sha256", None)
+        if key in ("adapter", "trunk_adapter"):
+            layer.pop(f"{key}_sha256", None)
         layer[key] = value
     else:
         valid = ", ".join(sorted(OVERRIDE_KEYS + ("model", "adapter")))
@@ -387,6 +396,8 @@ def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry)
         n_ad = 0 if layer.get("adapter") is None else 1 if isinstance(layer["adapter"], str) else len(layer["adapter"])
         if n_sha != n_ad:
             raise ConfigError(f"{w}: adapter_sha256 needs one checksum per adapter ({n_ad}), got {n_sha}")
+    if "trunk_adapter_sha256" in layer and "trunk_adapter" not in layer:
+        raise ConfigError(f"{w}: trunk_adapter_sha256 without a trunk_adapter")
     if layer.get("type_k", "f16") not in ("f16", "q8_0"):
         raise ConfigError(f"{w}: type_k must be \"f16\" or \"q8_0\", got {layer['type_k']!r}")
     if layer.get("max_tokens", RoleSpec.max_tokens) >= layer.get("n_ctx", RoleSpec.n_ctx):
@@ -412,6 +423,9 @@ def _check_shared_contexts(roles: Mapping[str, RoleSpec], where: str) -> None:
                                                                                   r.type_k, r.threads):
             raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} needs the same model, n_ctx, "
                               f"n_batch, type_k and threads as that role")
+        if r.trunk_adapter is not None and r.trunk_adapter != host.trunk_adapter:
+            raise ConfigError(f"{where} {r.role}: trunk_adapter belongs to the context; set it on "
+                              f"{r.share_context!r} (the host), not on a role that shares it")
 
 
 def _check_gpu_layers(roles: Mapping[str, RoleSpec], where: str) -> None:

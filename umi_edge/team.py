@@ -186,18 +186,21 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
             key = str(Path(paths[role]).resolve())
             if key not in shared:
                 shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
-            mine = []
-            for path in rs.adapters:
+
+            def adapter(path):
                 akey = (key, str(Path(path).resolve()))
                 if akey not in adapters:
                     adapters[akey] = backend.load_adapter(shared[key], path)
-                mine.append(adapters[akey])
+                return adapters[akey]
+
+            mine = [adapter(path) for path in rs.adapters]
             if rs.share_context is not None:
                 engines[role] = engines[rs.share_context].view(name=role, adapter=mine or None, sampling=rs.sampling)
                 continue
             engines[role] = backend.new_role(
                 shared[key], name=role, adapter=mine or None, n_ctx=rs.n_ctx, n_threads=rs.threads,
                 n_batch=rs.n_batch, sampling=rs.sampling, type_k=rs.type_k,
+                trunk_adapter=None if rs.trunk_adapter is None else adapter(rs.trunk_adapter),
             )
         yield engines, shared, stack
 
@@ -208,11 +211,14 @@ def _check_adapters(set_name: str, role: str, rs) -> None:
 
     sums = () if rs.adapter_sha256 is None else (
         (rs.adapter_sha256,) if isinstance(rs.adapter_sha256, str) else rs.adapter_sha256)
-    for i, path in enumerate(rs.adapters):
+    checks = [("adapter", path, sums[i] if sums else None) for i, path in enumerate(rs.adapters)]
+    if rs.trunk_adapter is not None:
+        checks.append(("trunk_adapter", rs.trunk_adapter, rs.trunk_adapter_sha256))
+    for key, path, sha in checks:
         if not Path(path).is_file():
-            raise ModelError(f"set {set_name!r} {role}: adapter {path} does not exist; fix `adapter` in models.toml")
-        if sums and sha256_file(path) != sums[i].lower():
-            raise ModelError(f"set {set_name!r} {role}: adapter {path} does not match its adapter_sha256 in "
+            raise ModelError(f"set {set_name!r} {role}: {key} {path} does not exist; fix `{key}` in models.toml")
+        if sha and sha256_file(path) != sha.lower():
+            raise ModelError(f"set {set_name!r} {role}: {key} {path} does not match its {key}_sha256 in "
                              f"models.toml; reinstall umi-edge or fix the checksum")
 
 

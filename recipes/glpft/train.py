@@ -59,7 +59,14 @@ def load_config(path: Path, smoke: bool = False) -> dict:
         cfg["stage1"].update(steps=s.get("stage1_steps", 2), lr=s.get("lr", 1e-3))
         cfg["stage2"].update(steps=s.get("stage2_steps", 1), lr=s.get("lr", 1e-3))
         cfg["baseline"].update(lr=s.get("lr", 1e-3))
-    cfg["baseline"]["steps"] = cfg["stage1"]["steps"] + len(TEAM) * cfg["stage2"]["steps"]
+    steps = cfg["stage2"]["steps"]
+    if isinstance(steps, int):
+        steps = {role: steps for role in TEAM}
+    if not isinstance(steps, dict) or set(steps) != set(TEAM) or not all(isinstance(v, int) for v in steps.values()):
+        raise RecipeError(f"{path}: [stage2] steps must be an integer or a table of integers for "
+                          f"{', '.join(TEAM)}")
+    cfg["stage2"]["steps"] = steps
+    cfg["baseline"]["steps"] = cfg["stage1"]["steps"] + sum(steps.values())
     cfg["baseline"]["rank"] = 2 * cfg["lora"]["rank"]
     return cfg
 
@@ -79,12 +86,16 @@ def base_gguf(cfg: dict, override: str | None) -> Path:
 
 # --- tokenization: the runtime's ids ----------------------------------------------------------------------
 
-def encode_records(records: list[dict], gguf: Path, max_len: int) -> list[tuple[list[int], list[int]]]:
-    """(ids, labels) per record: protocol-encoded prompt (BOS, `</s>` → EOS) + target + EOS; loss on the
-    target and EOS only. Over max_len, the last max_len tokens are kept (the reference's rule)."""
+def encode_records(records: list[dict], gguf: Path, max_len: int,
+                   role: str = "") -> list[tuple[list[int], list[int], int]]:
+    """(ids, labels, trunk) per record: protocol-encoded prompt (BOS, `</s>` → EOS) + target + EOS; loss on the
+    target and EOS only; `trunk` = how many leading ids are the planner/caller prompts' shared head (tool docs and
+    history, `AlphaUmi.trunk`), 0 for other prompts. Over max_len, the last max_len tokens are kept (the
+    reference's rule)."""
     from umi_edge.engine.llama import LlamaBackend
-    from umi_edge.protocol.alpha_umi import encode
+    from umi_edge.protocol.alpha_umi import AlphaUmi, encode
 
+    proto = AlphaUmi()
     out = []
     with LlamaBackend() as backend:
         m = backend.load_model(gguf)
@@ -92,8 +103,25 @@ def encode_records(records: list[dict], gguf: Path, max_len: int) -> list[tuple[
             prompt = encode(r["input"], m.tokenize, m.bos_id, m.eos_id)
             target = m.tokenize(r["target"]) + [m.eos_id]
             ids, labels = prompt + target, [IGNORE] * len(prompt) + target
-            out.append((ids[-max_len:], labels[-max_len:]))
+            trunk = 0
+            head = trunk_text(proto, role, r)
+            if head is not None:
+                tids = encode(head, m.tokenize, m.bos_id, m.eos_id)
+                while trunk < min(len(tids), len(prompt) - 1) and tids[trunk] == prompt[trunk]:
+                    trunk += 1
+            cut = max(0, len(ids) - max_len)
+            out.append((ids[cut:], labels[cut:], max(0, trunk - cut)))
     return out
+
+
+def trunk_text(proto, role: str, record: dict) -> str | None:
+    """The trunk of a planner or caller record's prompt (a caller record's last history turn is its plan)."""
+    h = record["history"]
+    head = (proto.trunk(record["tools"], h) if role == "planner" else
+            proto.trunk(record["tools"], h[:-1], h[-1]["value"]) if role == "caller" else None)
+    if head is not None and not record["input"].startswith(head):
+        raise RecipeError(f"a {role} record's prompt does not start with its trunk; regenerate the data")
+    return head
 
 
 # --- model -----------------------------------------------------------------------------------------------------
@@ -120,8 +148,12 @@ def lora_config(cfg: dict, rank: int | None = None):
 
 
 def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: list, stage: str, role: str,
-               device: str = "cpu"):
-    """Attach a fresh LoRA to `model` and train it; returns the PEFT model (LoRA still separate)."""
+               device: str = "cpu", trunk: bool = False):
+    """Attach a fresh LoRA to `model` and train it; returns the PEFT model (LoRA still separate).
+
+    With `trunk`, each sample's trunk (its first `trunk` ids: tool docs and history) runs without the new LoRA
+    and without gradient, and only the rest (the role's instructions, cue and target) runs under it: the way
+    the runtime evaluates a shared trunk under the stage-1 adapter and each role's tail under its own."""
     import torch
     import torch.nn.functional as F
     from peft import get_peft_model
@@ -143,10 +175,29 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
         autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)  # noqa: E731
     else:
         autocast = contextlib.nullcontext
+
+    def run(ids, cache):
+        """Forward `ids` after `cache` (a KV cache or None); returns (hidden states, the extended cache)."""
+        kw = {"past_key_values": cache} if cache is not None else {}
+        out = inner.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kw)
+        # transformers 5 returns the cache as `cache` (`past_key_values` reads None there)
+        new = getattr(out, "cache", None)
+        new = getattr(out, "past_key_values", None) if new is None else new
+        if new is None:
+            raise RecipeError("this transformers version returned no KV cache; set shared_prefix = false")
+        return out.last_hidden_state, new
+
     # Every planner / caller / backbone prompt starts with the same tool docs (~720 of ~900 tokens). With
     # shared_prefix, that head is run once per step without gradient and each sample continues from its KV:
     # the same forward values (LoRA included), no gradient through the head's keys and values, 0.45x the time.
-    prefix = shared_prefix([ids for ids, _ in samples]) if t.get("shared_prefix", False) else []
+    # In trunk mode the head is part of every trunk, so it runs once for the whole stage, without the LoRA.
+    prefix = shared_prefix([ids for ids, *_ in samples]) if t.get("shared_prefix", False) else []
+    if trunk and any(tr < len(prefix) for ids, _, tr in samples if ids[:len(prefix)] == prefix):
+        prefix = []
+    fixed = None
+    if trunk and prefix:
+        with torch.no_grad(), autocast(), pm.disable_adapter():
+            fixed = run(prefix, None)[1]
     pm.train()
     t0 = time.monotonic()
     for step in range(1, steps + 1):
@@ -156,21 +207,24 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
                 order = list(range(len(samples)))
                 rng.shuffle(order)
             batch.append(samples[order.pop()])
-        n_target = sum(sum(1 for x in labels[1:] if x != IGNORE) for _, labels in batch)
+        n_target = sum(sum(1 for x in labels[1:] if x != IGNORE) for _, labels, _ in batch)
         total = 0.0
-        cache = None
-        if prefix and any(ids[:len(prefix)] == prefix for ids, _ in batch):
+        cache = fixed
+        if cache is None and prefix and any(ids[:len(prefix)] == prefix for ids, _, _ in batch):
             with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current LoRA
-                cache = inner.model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
-        for ids, labels in batch:
+                cache = run(prefix, None)[1]
+        for ids, labels, tr in batch:
             start = len(prefix) if cache is not None and ids[:len(prefix)] == prefix else 0
-            x = torch.tensor([ids[start:]], device=device)
+            kv = copy.deepcopy(cache) if start else None
+            if trunk and tr > start:
+                with torch.no_grad(), autocast(), pm.disable_adapter():
+                    kv = run(ids[start:tr], kv)[1]
+                start = tr
             y = torch.tensor(labels[start + 1:], device=device)
             pos = (y != IGNORE).nonzero().squeeze(1)
             with autocast():
                 # lm_head only where there is a label: the vocab projection is ~10% of the FLOPs and most memory
-                kw = {"past_key_values": copy.deepcopy(cache), "use_cache": True} if start else {}
-                hidden = inner.model(input_ids=x, **kw).last_hidden_state[0, :-1]
+                hidden = run(ids[start:], kv)[0][0, :-1]
                 logits = inner.lm_head(hidden[pos]).float()
             loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
             loss.backward()
@@ -252,16 +306,19 @@ _COMMON = ('tools = "umi_edge.tools.demo:TOOLS"\nn_ctx = 2048\nmax_tokens = 192\
            "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n")
 
 
-def write_overlay(out: Path, model: str) -> Path:
+def write_overlay(out: Path, model: str, trunk: bool = False) -> Path:
     """models.toml overlay for eval: set `glpft` = the default set's settings + the trained role adapters, and
-    `glpft-baseline` = the single-model baseline (backbone protocol) on the same base with its adapter."""
+    `glpft-baseline` = the single-model baseline (backbone protocol) on the same base with its adapter. With
+    `trunk` (stage 2 trained in trunk mode), the three roles run on one context whose trunk adapter is stage 1."""
     text = (f"# written by recipes/glpft/train.py: umi-edge eval tasks heldout --models {out / 'models.toml'} "
             f"--set {EVAL_SET} (or --set {BASELINE_SET})\n"
             f"[sets.{EVAL_SET}]\n"
             f'description = "SmolLM2-135M-Instruct + GLPFT role adapters (recipes/glpft)"\n'
             f'model = "{model}"\nprotocol = "alpha-umi/toolbench-v1"\n' + _COMMON
+            + ('trunk_adapter = "gguf/trunk.gguf"\n' if trunk else "")
             + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf"'
-                      + (f", max_tokens = {generate.CALLER_MAX_TOKENS}" if role == "caller" else "") + " }\n"
+                      + (f", max_tokens = {generate.CALLER_MAX_TOKENS}" if role == "caller" else "")
+                      + (', share_context = "planner"' if trunk and role != "planner" else "") + " }\n"
                       for role in TEAM)
             + f"\n[sets.{BASELINE_SET}]\n"
             f'description = "SmolLM2-135M-Instruct + one LoRA on the single-model backbone protocol (recipes/glpft)"\n'
@@ -287,8 +344,9 @@ def write_log(log: list, out: Path) -> None:
 
 def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = "cpu", part: str = "all") -> dict:
     """Generate → stage 1 → merge → stage 2 per role → team GGUF adapters → baseline; returns the summary.
-    `part` "team" or "baseline" runs one half (e.g. the two in parallel processes, one core each); their
-    loss log and summary then go to loss-<part>.csv / summary-<part>.json."""
+    `part` "team" or "baseline" runs one half (e.g. the two in parallel processes, one core each); a comma list
+    of stage-2 roles (e.g. "planner" and "caller,summarizer" in two processes) trains only those, from the
+    stage 1 a previous run saved. Their loss log and summary then go to loss-<part>.csv / summary-<part>.json."""
     import torch
 
     from umi_convert.lora import convert_lora
@@ -299,9 +357,10 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     data = generate.build(cfg["data"]["episodes"], cfg["data"]["seed"])
     counts = generate.write(data, out / "data")
     max_len = cfg["train"]["max_len"]
-    samples = {role: encode_records(data[role], gguf, max_len) for role in (*TEAM, "backbone")}
-    lengths = [len(ids) for role in samples for ids, _ in samples[role]]
-    suffix = "" if part == "all" else f"-{part}"
+    samples = {role: encode_records(data[role], gguf, max_len, role) for role in (*TEAM, "backbone")}
+    lengths = [len(ids) for role in samples for ids, *_ in samples[role]]
+    units = parse_part(part)
+    suffix = "" if part == "all" else "-" + part.replace(",", "+")
     model = load_model(gguf).to(device)
     base_dir = out / "base_config"
     model.config.save_pretrained(base_dir)  # convert_lora needs the base's config.json only
@@ -310,7 +369,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     peft_dirs: dict = {}
     adapters: dict = {}
     (out / "gguf").mkdir(exist_ok=True)
-    overlay = write_overlay(out, cfg["base"]["model"])
+    overlay = write_overlay(out, cfg["base"]["model"], cfg["stage2"].get("trunk", False))
 
     def export(names):
         write_log(log, out / f"loss{suffix}.csv")
@@ -321,12 +380,13 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
             adapters[name] = {"path": str(path), "sha256": sha256_file(path), "size_bytes": info["size_bytes"],
                               "rank": info["rank"], "alpha": info["alpha"]}
 
-    if part in ("all", "team"):
-        model = train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device)
+    roles = [r for r in TEAM if r in units]
+    if roles or "stage1" in units:
+        model = train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles, "stage1" in units)
         # the team is exported before the baseline trains, so it can be evaluated meanwhile
-        export(TEAM)
-    if part in ("all", "baseline"):
-        if part == "all":
+        export(roles + (["trunk"] if "trunk" in peft_dirs else []))
+    if "baseline" in units:
+        if len(units) > 1:
             del model
             model = load_model(gguf).to(device)  # the baseline starts from the original base, like stage 1
         pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"],
@@ -346,6 +406,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         "tokens": {"max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1), "cap": max_len,
                    "truncated": sum(1 for n in lengths if n >= max_len)},
         "budget": {"stage1_steps": cfg["stage1"]["steps"], "stage2_steps_per_role": cfg["stage2"]["steps"],
+                   "stage2_trunk": cfg["stage2"].get("trunk", False),
                    "baseline_steps": b["steps"], "batch": cfg["train"]["batch"], "rank": rank,
                    "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "device": device,
                    "bf16": cfg["train"].get("bf16", False), "max_len": max_len},
@@ -357,26 +418,60 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     return summary
 
 
-def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device):
-    """GLPFT: stage 1 on every role's samples, merged; stage 2 per role from it, exported as stage 1 + 2."""
+def parse_part(part: str) -> set[str]:
+    """--part → what to train: "all", "team", "baseline", or a comma list of stage1 / planner / caller /
+    summarizer / baseline."""
+    named = {"all": {"stage1", *TEAM, "baseline"}, "team": {"stage1", *TEAM}}
+    units = named.get(part) or set(part.split(","))
+    bad = units - {"stage1", *TEAM, "baseline"}
+    if bad or not units:
+        raise RecipeError(f"--part {part!r}: expected all, team, baseline, or a comma list of stage1, "
+                          f"{', '.join(TEAM)}, baseline")
+    return units
+
+
+def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles=TEAM, stage1_too=True):
+    """GLPFT: stage 1 on every role's samples, merged; stage 2 per role from it, exported as stage 1 + 2.
+    Without `stage1_too`, stage 1 is read back from out/peft/stage1 (a run that trained it)."""
     rank, lcfg = cfg["lora"]["rank"], lora_config(cfg)
     scale = cfg["lora"]["alpha"] / rank
     targets = cfg["lora"]["target_modules"]
-    team = [s for role in TEAM for s in samples[role]]
-    pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
-                    log=log, stage="stage1", role="all", device=device)
-    stage1 = lora_state(pm)
-    save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
-              base_dir=base_dir)
+    if stage1_too:
+        team = [s for role in TEAM for s in samples[role]]
+        pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
+                        log=log, stage="stage1", role="all", device=device)
+        stage1 = lora_state(pm)
+        save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
+                  base_dir=base_dir)
+        peft_dirs["trunk"] = out / "peft" / "stage1"
+    else:
+        stage1, pm = load_stage1(model, out / "peft" / "stage1", cfg)
+        if cfg["stage2"].get("trunk", False):
+            peft_dirs["trunk"] = out / "peft" / "stage1"
     model = pm.merge_and_unload()
-    for role in TEAM:
-        pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"], lr=cfg["stage2"]["lr"],
-                        cfg=cfg, log=log, stage="stage2", role=role, device=device)
+    for role in roles:
+        pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"][role],
+                        lr=cfg["stage2"]["lr"], cfg=cfg, log=log, stage="stage2", role=role, device=device,
+                        trunk=cfg["stage2"].get("trunk", False))
         both = combine(stage1, scale, lora_state(pm), scale)
         save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
         peft_dirs[role] = out / "peft" / role
         model = pm.unload()
     return model
+
+
+def load_stage1(model, folder: Path, cfg: dict):
+    """The stage-1 LoRA a previous run saved, attached to `model`: (its state, the PEFT model)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = folder / "adapter_model.safetensors"
+    if not path.is_file():
+        raise RecipeError(f"{path} is missing; train stage 1 first (--part team, or --part stage1)")
+    state = load_file(str(path))
+    pm = get_peft_model(model, lora_config(cfg))
+    set_peft_model_state_dict(pm, state)
+    return state, pm
 
 
 def probe(cfg: dict, gguf: Path, steps: int, device: str = "cpu") -> dict:
@@ -402,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the base GGUF (default: the registry model, fetched and checked)")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a handful of short samples (< 60 s)")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
-    ap.add_argument("--part", choices=("all", "team", "baseline"), default="all",
-                    help="train only the team or only the baseline (two processes can share a machine)")
+    ap.add_argument("--part", default="all",
+                    help="all, team, baseline, or a comma list of stage1 / planner / caller / summarizer / "
+                         "baseline (roles without stage1 start from the saved stage 1; processes can share a machine)")
     ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
                     help="only time STEPS stage-1 steps of the config (no output files) and exit")
     args = ap.parse_args(argv)

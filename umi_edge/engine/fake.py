@@ -35,8 +35,11 @@ class FakeEngine:
     bos_id = BOS_ID
     eos_id = EOS_ID
 
-    def __init__(self, outputs: Iterable[Output] = (), *, n_ctx: int = 1 << 20, name: str = "fake"):
+    def __init__(self, outputs: Iterable[Output] = (), *, n_ctx: int = 1 << 20, name: str = "fake",
+                 has_trunk: bool = False):
         self.outputs: deque[Output] = deque(outputs)
+        self.has_trunk = has_trunk      # True: the loop passes generate(trunk=n), recorded in `trunks`
+        self.trunks: list[int] = []
         self.n_ctx = n_ctx
         self.name = name
         self.prompts: list[str] = []
@@ -56,8 +59,9 @@ class FakeEngine:
         self.outputs.extend(outputs)
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None) -> Generation:
+                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
         with self._lock:  # one generation per context at a time, like a real one
+            self.trunks.append(trunk)
             return self._generate(list(prompt), max_tokens, grammar, cancel)
 
     def _generate(self, prompt, max_tokens, grammar, cancel) -> Generation:

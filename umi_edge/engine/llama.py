@@ -142,6 +142,10 @@ class LoraAdapter:
         return f"LoraAdapter({str(self.path)!r})"
 
 
+def _as_tuple(adapter) -> tuple:
+    return () if adapter is None else (adapter,) if isinstance(adapter, LoraAdapter) else tuple(adapter)
+
+
 class _ModelText:
     """tokenize / detokenize through the role's SharedModel (RoleEngine contract)."""
 
@@ -160,19 +164,25 @@ class LlamaRole(_ModelText):
     def __init__(self, model: SharedModel, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None,
                  lora_scale: float,
                  n_ctx: int, n_threads: int | None, n_batch: int, n_ubatch: int, sampling: Sampling,
-                 flash_attn: bool, type_k: str, type_v: str, prefix_reuse: bool):
+                 flash_attn: bool, type_k: str, type_v: str, prefix_reuse: bool,
+                 trunk_adapter: LoraAdapter | Sequence[LoraAdapter] | None = None):
         self.name = name
         self.model = model
         # one adapter or a stack (e.g. a shared stage-1 LoRA + this role's stage-2 LoRA), summed by llama.cpp
         self.adapters: tuple[LoraAdapter, ...] = (() if adapter is None else (adapter,)
                                                   if isinstance(adapter, LoraAdapter) else tuple(adapter))
         self.adapter = self.adapters[0] if len(self.adapters) == 1 else None
+        # what a prompt's trunk (generate(trunk=n)) is evaluated under; None: the role's own adapters
+        self.trunk_adapters: tuple[LoraAdapter, ...] | None = (
+            None if trunk_adapter is None else (trunk_adapter,) if isinstance(trunk_adapter, LoraAdapter)
+            else tuple(trunk_adapter))
         self.sampling = sampling
         self.prefix_reuse = prefix_reuse
         self.bos_id, self.eos_id = model.bos_id, model.eos_id
         self._stack = ExitStack()
         self._lock = threading.Lock()
         self._kv: list[int] = []           # token ids the KV cache holds, in positions 0..len-1
+        self._kv_adapters: list[tuple] = []   # per position, the adapters its keys and values were computed under
         self.ctx = None
         try:
             self._init_native(model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn,
@@ -222,12 +232,18 @@ class LlamaRole(_ModelText):
         self._lora_scale = lora_scale
         self._sampler = RoleSampler(model, self.sampling)
         self._stack.callback(self._sampler.close)
-        self._user = None        # the RoleView (or None: this role) whose adapters and KV the context holds
+        self._user = None        # the RoleView (or None: this role) that used the context last
+        self._active: tuple | None = None   # the adapters set on the context now
         self._set_adapters(self.adapters, name)
         self._tok = (L.llama_token * max(n_batch, 1))()
         self._batch_one = L.llama_batch_get_one(self._tok, 1)   # reused for every single-token decode
 
     # -- RoleEngine ------------------------------------------------------------------------------------
+    @property
+    def has_trunk(self) -> bool:
+        """Whether generate(trunk=n) evaluates a prompt's first n tokens under a trunk adapter of its own."""
+        return self.trunk_adapters is not None
+
     @property
     def cached_tokens(self) -> tuple[int, ...]:
         """The token ids this role's KV cache holds (for tests and diagnostics; empty while a view holds it)."""
@@ -245,13 +261,15 @@ class LlamaRole(_ModelText):
         with self._lock:
             _native.lib().llama_memory_clear(self._mem, True)
             self._kv.clear()
+            self._kv_adapters.clear()
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None) -> Generation:
-        """Evaluate `prompt` past the cached common prefix, then decode until EOS / max_tokens / cancel."""
-        return self._generate_for(None, prompt, max_tokens, grammar, cancel)
+                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
+        """Evaluate `prompt` past the cached common prefix, then decode until EOS / max_tokens / cancel.
+        With a trunk adapter, the first `trunk` prompt tokens are evaluated under it (see `has_trunk`)."""
+        return self._generate_for(None, prompt, max_tokens, grammar, cancel, trunk)
 
-    def _generate_for(self, user, prompt, max_tokens, grammar, cancel) -> Generation:
+    def _generate_for(self, user, prompt, max_tokens, grammar, cancel, trunk=0) -> Generation:
         """generate() for this role (user None) or for a RoleView on this context."""
         name, sampler = (self.name, self._sampler) if user is None else (user.name, user._sampler)
         if self.ctx is None:
@@ -261,10 +279,11 @@ class LlamaRole(_ModelText):
         if not prompt:
             raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
         with self._lock:
-            self._switch_to(user)
-            return self._generate(prompt, max_tokens, grammar, cancel, sampler, name)
+            self._user = user
+            own = self.adapters if user is None else user.adapters
+            return self._generate(prompt, max_tokens, grammar, cancel, sampler, name, own, trunk)
 
-    def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name) -> Generation:
+    def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name, own, trunk) -> Generation:
         L = _native.lib()
         max_tokens = max(0, min(max_tokens, self.n_ctx // 2))
         budget = self.n_ctx - max_tokens - _CTX_MARGIN
@@ -273,9 +292,12 @@ class LlamaRole(_ModelText):
             prompt = prompt[n_truncated:]
             log.info("role %s: prompt truncated, kept the last %d tokens (%d dropped)", name, budget, n_truncated)
 
+        # positions [0, trunk) are computed under the trunk adapters, the rest (and the output) under `own`;
+        # the last prompt token is never trunk: its logits start the output
+        head = own if self.trunk_adapters is None else self.trunk_adapters
+        trunk = max(0, min(trunk - n_truncated, len(prompt) - 1)) if head != own else 0
         t0 = time.perf_counter()
-        n_reused = self._trim_to_prefix(prompt)
-        todo = prompt[n_reused:]
+        n_reused = self._trim_to_prefix(prompt, trunk, head, own)
         n_eval = 0
 
         def done(stop, tokens=(), n_forced=0, t1=None):
@@ -288,12 +310,13 @@ class LlamaRole(_ModelText):
             )
 
         step = self._prompt_chunk
-        for i in range(0, len(todo), step):
-            if cancel is not None and cancel.is_set():
-                return done("cancelled")
-            chunk = todo[i:i + step]
-            self._decode(chunk)
-            n_eval += len(chunk)
+        for lo, hi, adapters in ((n_reused, max(n_reused, trunk), head), (max(n_reused, trunk), len(prompt), own)):
+            for i in range(lo, hi, step):
+                if cancel is not None and cancel.is_set():
+                    return done("cancelled")
+                chunk = prompt[i:min(i + step, hi)]
+                self._decode(chunk, adapters)
+                n_eval += len(chunk)
         t1 = time.perf_counter()
 
         g = sampler.grammar(grammar, name) if grammar is not None else None
@@ -322,9 +345,9 @@ class LlamaRole(_ModelText):
                 if len(self._kv) + len(pending) > self.n_ctx:
                     break
                 if len(pending) == 1:
-                    self._decode_one(pending[0])
+                    self._decode_one(pending[0], own)
                 else:
-                    self._decode(pending)
+                    self._decode(pending, own)
                 pending = []
             t = sampler.sample(self.ctx, g)
             if t is None:       # the grammar admits nothing: cannot happen with a well-formed grammar
@@ -344,13 +367,15 @@ class LlamaRole(_ModelText):
                 L.llama_sampler_accept(g, t)
         return done(stop, out, n_forced, t1)
 
-    # -- context sharing -------------------------------------------------------------------------------
+    # -- context sharing -------------------------------------------------------------------------------------
     def view(self, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None = None,
              sampling: Sampling = Sampling()) -> "RoleView":
         """Another role on this context (its own adapters and sampler, the same KV memory). Roles that take
-        turns, like the planner and the summarizer, then hold one KV cache instead of two; each switch of
-        user under other adapters clears the cache (KV computed under one adapter is wrong under another), while
-        roles with the same adapters (or none) keep it and reuse each other's prompt prefixes."""
+        turns, like the planner and the caller, then hold one KV cache instead of two. Each cached position
+        remembers the adapters it was computed under, and a prompt reuses only positions computed under the
+        adapters it wants there: roles with the same adapters (or none) reuse each other's prompt prefixes;
+        roles with different ones share the trunk (tool docs and history) when the context has a trunk
+        adapter, and nothing otherwise."""
         return RoleView(self, name=name, adapter=adapter, sampling=sampling)
 
     def _set_adapters(self, adapters: tuple, name: str) -> None:
@@ -361,58 +386,55 @@ class LlamaRole(_ModelText):
         if L.llama_set_adapters_lora(self.ctx, arr if n else None, n, scales if n else None) != 0:
             raise ModelError(f"llama.cpp could not set adapter(s) {', '.join(str(a.path) for a in adapters)} "
                              f"on role {name!r}: {_native.last_error()}")
-
-    def _switch_to(self, user) -> None:
-        """Give the context to `user` (a RoleView, or None for this role). Under the same adapters the KV cache
-        stays valid, so the new user reuses the common prefix (the caller picks up the planner's tool docs and
-        history); under other adapters it is cleared."""
-        if self._user is user:
-            return
-        held = self.adapters if self._user is None else self._user.adapters
-        wanted = self.adapters if user is None else user.adapters
-        if wanted != held:
-            self._set_adapters(wanted, self.name if user is None else user.name)
-            _native.lib().llama_memory_clear(self._mem, True)
-            self._kv.clear()
-        self._user = user
+        self._active = adapters
 
     # -- internals -------------------------------------------------------------------------------------
-    def _trim_to_prefix(self, prompt: list[int]) -> int:
-        """Drop KV entries past the longest common prefix; returns how many prompt tokens are reused."""
+    def _trim_to_prefix(self, prompt: list[int], trunk: int, head: tuple, own: tuple) -> int:
+        """Drop KV entries past the longest common prefix, a position counting as common when its token and its
+        adapters (`head` before `trunk`, `own` after) match; returns how many prompt tokens are reused."""
         L = _native.lib()
-        kv = self._kv
+        kv, tags = self._kv, self._kv_adapters
         n = 0
         if self.prefix_reuse:
             limit = min(len(kv), len(prompt))
-            while n < limit and kv[n] == prompt[n]:
+            while n < limit and kv[n] == prompt[n] and tags[n] == (head if n < trunk else own):
                 n += 1
             n = min(n, len(prompt) - 1)     # the last prompt token is always evaluated, for its logits
         if n < len(kv):
             if n == 0 or not L.llama_memory_seq_rm(self._mem, 0, n, -1):
                 L.llama_memory_clear(self._mem, True)
                 n = 0
-            del kv[n:]
+            del kv[n:], tags[n:]
         return n
 
-    def _decode(self, ids: Sequence[int]) -> None:
+    def _use(self, adapters: tuple) -> None:
+        if self._active != adapters:
+            self._set_adapters(adapters, self.name)
+
+    def _decode(self, ids: Sequence[int], adapters: tuple) -> None:
         L = _native.lib()
+        self._use(adapters)
         for i in range(0, len(ids), self.n_batch):
             chunk = ids[i:i + self.n_batch]
             for j, t in enumerate(chunk):
                 self._tok[j] = t
             self._check(L.llama_decode(self.ctx, L.llama_batch_get_one(self._tok, len(chunk))), len(chunk))
             self._kv.extend(chunk)
+            self._kv_adapters.extend([adapters] * len(chunk))
 
-    def _decode_one(self, t: int) -> None:
+    def _decode_one(self, t: int, adapters: tuple) -> None:
+        self._use(adapters)
         self._tok[0] = t
         self._check(_native.lib().llama_decode(self.ctx, self._batch_one), 1)
         self._kv.append(t)
+        self._kv_adapters.append(adapters)
 
     def _check(self, rc: int, n: int) -> None:
         if rc != 0:
             # the KV state is unknown after a failed decode: start clean next time
             _native.lib().llama_memory_clear(self._mem, True)
             self._kv.clear()
+            self._kv_adapters.clear()
             raise ModelError(f"llama_decode failed (code {rc}) in role {self.name!r} for {n} tokens: "
                              f"{_native.last_error()}")
 
@@ -424,7 +446,7 @@ class LlamaRole(_ModelText):
 
 class RoleView(_ModelText):
     """A role that borrows another role's llama_context (RoleEngine contract): own name, adapters and sampler
-    chain; KV memory shared with the host and every other view, cleared whenever the user changes."""
+    chain; KV memory (and trunk adapter) shared with the host and every other view (see LlamaRole.view)."""
 
     def __init__(self, host: LlamaRole, *, name: str, adapter, sampling: Sampling):
         for a in (() if adapter is None else (adapter,) if isinstance(adapter, LoraAdapter) else adapter):
@@ -449,9 +471,13 @@ class RoleView(_ModelText):
         """Forget the shared KV cache (the next prompt is evaluated in full), whoever holds it."""
         self.host.reset()
 
+    @property
+    def has_trunk(self) -> bool:
+        return self.host.has_trunk
+
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None) -> Generation:
-        return self.host._generate_for(self, prompt, max_tokens, grammar, cancel)
+                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
+        return self.host._generate_for(self, prompt, max_tokens, grammar, cancel, trunk)
 
 
 class LlamaBackend:
@@ -533,7 +559,8 @@ class LlamaBackend:
     def new_role(self, model: SharedModel, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None = None,
                  n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
                  n_ubatch: int = 64, lora_scale: float = 1.0, flash_attn: bool = False,
-                 type_k: str = "f16", type_v: str = "f16", prefix_reuse: bool = True) -> LlamaRole:
+                 type_k: str = "f16", type_v: str = "f16", prefix_reuse: bool = True,
+                 trunk_adapter: LoraAdapter | Sequence[LoraAdapter] | None = None) -> LlamaRole:
         """A new context on `model` with its own KV cache and sampler chain (and `adapter`, if given).
 
         Defaults measured on SmolLM2-135M Q4_1, n_ctx 2048, 1 thread (engine/measure.py): three roles peak at
@@ -545,7 +572,7 @@ class LlamaBackend:
         on CPU it decoded 5-10% slower; a q8_0 V cache needs it.
         """
         self._own(model)
-        for a in (() if adapter is None else (adapter,) if isinstance(adapter, LoraAdapter) else adapter):
+        for a in (*_as_tuple(adapter), *_as_tuple(trunk_adapter)):
             if a.model is not model:
                 raise ModelError(f"adapter {a.path} was loaded for {a.model.path}, not {model.path}")
         if name in self.roles:
@@ -559,7 +586,8 @@ class LlamaBackend:
             raise ModelError(f"role {name!r}: n_ctx must be >= 64 and n_batch >= 1 (got {n_ctx}, {n_batch})")
         role = LlamaRole(model, name=name, adapter=adapter, lora_scale=lora_scale, n_ctx=n_ctx,
                          n_threads=n_threads, n_batch=n_batch, n_ubatch=n_ubatch, sampling=sampling,
-                         flash_attn=flash_attn, type_k=type_k, type_v=type_v, prefix_reuse=prefix_reuse)
+                         flash_attn=flash_attn, type_k=type_k, type_v=type_v, prefix_reuse=prefix_reuse,
+                         trunk_adapter=trunk_adapter)
         self._stack.callback(role.close)
         self.roles[name] = role
         return role

@@ -27,6 +27,10 @@ CALLER_TEMPLATE = (
     "Action Input: the api call request."
 )
 SUMMARIZER_TEMPLATE = "Make a conclusion based on the conversation history:\n{history}"
+# The head the planner and caller templates share, up to the end of the history: the "trunk" of a step's
+# prompts. A runtime may evaluate it once for both roles (under a shared adapter) and each role's tail after it.
+TRUNK_TEMPLATE = "You have assess to the following apis:\n{doc}\nThe conversation history is:\n{history}"
+assert PLANNER_TEMPLATE.startswith(TRUNK_TEMPLATE) and CALLER_TEMPLATE.startswith(TRUNK_TEMPLATE)
 
 # §3.8 (ToolBench Tree_search_prompts.DIVERSITY_PROMPT): the user turn DFSDT adds when re-expanding a node.
 DIVERSITY_TEMPLATE = (
@@ -194,6 +198,13 @@ class AlphaUmi:
         body = fill(CALLER_TEMPLATE, doc=render_doc(docs), tool_names=render_tool_names(docs),
                     thought=plan, history=self._with_plan(history, plan))
         return self._finish(body, "caller")
+
+    def trunk(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping], plan: str | None = None) -> str:
+        """The text planner_prompt(docs, history) starts with, and caller_prompt(docs, history, plan) with
+        `plan`: the tool docs and the history, before the role's own instructions and cue."""
+        rendered = render_history(history) if plan is None else self._with_plan(history, plan)
+        return (SYSTEM_PREFIX if self.system_prefix else "") + fill(TRUNK_TEMPLATE, doc=render_doc(docs),
+                                                                    history=rendered)
 
     def summarizer_prompt(self, history: Iterable[Turn | Mapping], plan: str) -> str:
         body = fill(SUMMARIZER_TEMPLATE, history=self._with_plan(history, plan))
