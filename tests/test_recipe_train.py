@@ -91,10 +91,20 @@ def test_ids_follow_the_runtime_rule(smollm2_gguf):
     from umi_edge.engine.llama import LlamaBackend
 
     records = generate.build(3, seed=0)["caller"][:3]
-    encoded = train.encode_records(records, smollm2_gguf, max_len=4096)
+    encoded = train.encode_records(records, smollm2_gguf, max_len=4096, role="caller")
     with LlamaBackend() as backend:
         m = backend.load_model(smollm2_gguf)
-        for r, (ids, labels) in zip(records, encoded):
+        for r, (ids, labels, trunk) in zip(records, encoded):
+            # the trunk: the prompt up to the end of its history (plan turn included), before the caller's tail
+            segments, cur = [], []
+            for t in ids[1:trunk]:
+                if t == m.eos_id:
+                    segments.append(cur)
+                    cur = []
+                else:
+                    cur.append(t)
+            text = "</s>".join(m.detokenize(x) for x in segments + [cur])
+            assert text == r["input"][:r["input"].rindex("\nThe thought of this step is:")]
             n_target = len(m.tokenize(r["target"])) + 1
             assert ids[0] == m.bos_id and ids[-1] == m.eos_id
             prompt = ids[:-n_target]
@@ -104,6 +114,9 @@ def test_ids_follow_the_runtime_rule(smollm2_gguf):
             assert m.detokenize(ids[-n_target:-1]) == r["target"]
     short = train.encode_records(records[:1], smollm2_gguf, max_len=64)[0]
     assert len(short[0]) == 64 and short[0] == encoded[0][0][-64:]  # the reference keeps the last tokens
+    assert short[2] == max(0, encoded[0][2] - (len(encoded[0][0]) - 64))   # the trunk shrinks with the cut
+    summarizer = generate.build(3, seed=0)["summarizer"][:1]
+    assert train.encode_records(summarizer, smollm2_gguf, max_len=4096, role="summarizer")[0][2] == 0
 
 
 @pytest.mark.slow
@@ -118,7 +131,7 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
                                                        ("stage2", "planner"), ("stage2", "caller"),
                                                        ("stage2", "summarizer")}
     assert all(math.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
-    assert sorted(summary["adapters"]) == ["baseline", "caller", "planner", "summarizer"]
+    assert sorted(summary["adapters"]) == ["baseline", "caller", "planner", "summarizer", "trunk"]
     for name in ("planner", "caller", "summarizer", "backbone"):
         assert (out / "data" / f"train_{name}.json").is_file()
 
@@ -130,6 +143,9 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
     for role in ("planner", "caller", "summarizer"):
         assert Path(spec.roles[role].adapter) == Path(summary["adapters"][role]["path"]).resolve()
     assert spec.roles["caller"].max_tokens == train.generate.CALLER_MAX_TOKENS
+    # trunk mode: the planner and the caller share one context whose trunk adapter is stage 1
+    assert spec.roles["caller"].share_context == "planner" and spec.roles["summarizer"].share_context is None
+    assert Path(spec.roles["planner"].trunk_adapter) == Path(summary["adapters"]["trunk"]["path"]).resolve()
     base = resolve_set(train.BASELINE_SET, registry=load_registry(summary["models_toml"], env={}), env={})
     assert list(base.roles) == ["backbone"] and base.protocol == "alpha-umi/toolbench-backbone-v1"
     assert Path(base.roles["backbone"].adapter) == Path(summary["adapters"]["baseline"]["path"]).resolve()
@@ -141,7 +157,7 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
         plain.generate(ids, max_tokens=0)
         base_logits = plain.last_logits()
         for name, info in summary["adapters"].items():
-            assert info["rank"] == [16]
+            assert info["rank"] == [8 if name == "trunk" else 16]
             role = backend.new_role(m, name=name, adapter=backend.load_adapter(m, info["path"]), n_ctx=256)
             gen = role.generate(ids, max_tokens=4)
             logits = role.last_logits()
@@ -157,7 +173,7 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shipped = json.loads(proc.stdout)
-    assert sorted(shipped) == ["backbone", "caller", "planner", "summarizer"]
+    assert sorted(shipped) == ["backbone", "caller", "planner", "summarizer", "trunk"]
     for role, info in shipped.items():
         trained = summary["adapters"]["baseline" if role == "backbone" else role]
         assert info["sha256"] == trained["sha256"] == sha256_file(ship / f"{role}.gguf")

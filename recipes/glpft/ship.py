@@ -1,8 +1,9 @@
 """Ship a trained GLPFT team as the package default: one GGUF LoRA per role (stage 1 + stage 2 in one adapter),
-and the single-model baseline's adapter (set `single`).
+stage 1 alone as the trunk adapter (the planner's and caller's shared prompt head runs under it), and the
+single-model baseline's adapter (set `single`).
 
-Converts `out/peft/{planner,caller,summarizer,baseline}` (written by train.py) to
-`umi_edge/adapters/{planner,caller,summarizer,backbone}.gguf` at
+Converts `out/peft/{planner,caller,summarizer,stage1,baseline}` (written by train.py) to
+`umi_edge/adapters/{planner,caller,summarizer,trunk,backbone}.gguf` at
 `--outtype` (f16 by default: q8_0 halves the size but moved the logits by up to 1.8, see README.md) and
 prints each file's sha256 and size for models.toml.
 
@@ -32,8 +33,8 @@ def ship(out: Path, dest: Path, outtype: str, force: bool) -> dict:
     from umi_edge.fetch import sha256_file
 
     base_dir = out / "base_config"
-    # the three role adapters, and the single-model baseline's (set `single`) as the backbone role's
-    files = {**{role: role for role in train.TEAM}, "baseline": "backbone"}
+    # the three role adapters, stage 1 as the trunk adapter, and the single-model baseline's (set `single`)
+    files = {**{role: role for role in train.TEAM}, "stage1": "trunk", "baseline": "backbone"}
     for need in (base_dir / "config.json", *(out / "peft" / r for r in files)):
         if not Path(need).exists():
             raise train.RecipeError(f"{need} is missing; run recipes/glpft/train.py first")

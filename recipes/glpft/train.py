@@ -309,7 +309,8 @@ _COMMON = ('tools = "umi_edge.tools.demo:TOOLS"\nn_ctx = 2048\nmax_tokens = 192\
 def write_overlay(out: Path, model: str, trunk: bool = False) -> Path:
     """models.toml overlay for eval: set `glpft` = the default set's settings + the trained role adapters, and
     `glpft-baseline` = the single-model baseline (backbone protocol) on the same base with its adapter. With
-    `trunk` (stage 2 trained in trunk mode), the three roles run on one context whose trunk adapter is stage 1."""
+    `trunk` (stage 2 trained in trunk mode), the planner and the caller run on one context whose trunk adapter
+    is stage 1; the summarizer keeps its own, so the tool docs stay cached for the next task."""
     text = (f"# written by recipes/glpft/train.py: umi-edge eval tasks heldout --models {out / 'models.toml'} "
             f"--set {EVAL_SET} (or --set {BASELINE_SET})\n"
             f"[sets.{EVAL_SET}]\n"
@@ -318,7 +319,7 @@ def write_overlay(out: Path, model: str, trunk: bool = False) -> Path:
             + ('trunk_adapter = "gguf/trunk.gguf"\n' if trunk else "")
             + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf"'
                       + (f", max_tokens = {generate.CALLER_MAX_TOKENS}" if role == "caller" else "")
-                      + (', share_context = "planner"' if trunk and role != "planner" else "") + " }\n"
+                      + (', share_context = "planner"' if trunk and role == "caller" else "") + " }\n"
                       for role in TEAM)
             + f"\n[sets.{BASELINE_SET}]\n"
             f'description = "SmolLM2-135M-Instruct + one LoRA on the single-model backbone protocol (recipes/glpft)"\n'
