@@ -121,6 +121,16 @@ def test_three_roles_share_one_model_mapped_once(files, tmp_path):
     assert _mapped_bytes(files / "tiny.gguf") == 0   # closing the backend unmaps it
 
 
+def test_a_freed_model_refuses_instead_of_crashing(files):
+    with LlamaBackend() as be:
+        m = be.load_model(files / "tiny.gguf")
+        assert m.tokenize("hello")
+    with pytest.raises(ModelError, match="was freed: its LlamaBackend is closed"):
+        m.tokenize("hello")
+    with pytest.raises(ModelError, match="was freed"):
+        m.detokenize([5])
+
+
 def test_closed_role_refuses(files):
     with LlamaBackend() as be:
         m = be.load_model(files / "tiny.gguf")

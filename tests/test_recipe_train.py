@@ -236,3 +236,76 @@ def test_dequantized_base_and_exported_adapter_match_llama_cpp(tmp_path, smollm2
     # converter's rope row permutation disabled.
     assert np.abs(hf_lora - hf_base).max() > 2
     assert corr(hf_lora - hf_base, cpp_lora - cpp_base) > 0.95
+
+
+@pytest.mark.slow
+def test_trunk_mode_training_matches_the_runtime_trunk(tmp_path, smollm2_gguf):
+    """Stage 2 in trunk mode (train.py: the trunk under stage 1 alone, the tail under stage 1 + 2) is what the
+    runtime computes with trunk_adapter = stage 1 and the role adapter = stage 1 + 2 (generate(trunk=n)):
+    transformers on the dequantized GGUF and llama.cpp agree on the logits and on the trunk's own effect."""
+    import numpy as np
+    import torch
+    from peft import get_peft_model
+
+    from umi_convert.lora import convert_lora
+    from umi_edge.engine.llama import LlamaBackend
+    from umi_edge.protocol.alpha_umi import encode
+
+    cfg = train.load_config(RECIPE / "config.toml")
+    trunk_text = "You have assess to the following apis:\n{}\nThe conversation history is:\nuser: What is 2+2?</s>"
+    text = trunk_text + "\nYou are the assistant to plan what to do next. assistant: "
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        ids = encode(text, m.tokenize, m.bos_id, m.eos_id)
+        head = encode(trunk_text, m.tokenize, m.bos_id, m.eos_id)
+    n = len(head)
+    assert ids[:n] == head and 0 < n < len(ids)
+
+    def randomize(pm, seed):
+        torch.manual_seed(seed)
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+
+    model = train.load_model(smollm2_gguf).eval()
+    scale = cfg["lora"]["alpha"] / cfg["lora"]["rank"]
+    pm = get_peft_model(model, train.lora_config(cfg))
+    randomize(pm, 1)
+    stage1 = train.lora_state(pm)
+    merged = pm.merge_and_unload()
+    pm = get_peft_model(merged, train.lora_config(cfg))
+    randomize(pm, 2)
+    inner = pm.base_model.model
+    with torch.no_grad():
+        with pm.disable_adapter():
+            out = inner.model(input_ids=torch.tensor([ids[:n]]), use_cache=True)
+        cache = getattr(out, "cache", None)
+        cache = out.past_key_values if cache is None else cache
+        hidden = inner.model(input_ids=torch.tensor([ids[n:]]), past_key_values=cache).last_hidden_state
+        hf_trunk = inner.lm_head(hidden[0, -1]).numpy()
+        hf_full = pm(input_ids=torch.tensor([ids])).logits[0, -1].numpy()   # everything under stage 1 + 2
+    base_dir = tmp_path / "base"
+    model.config.save_pretrained(base_dir)
+    targets, rank = cfg["lora"]["target_modules"], cfg["lora"]["rank"]
+    train.save_peft(tmp_path / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
+                    base_dir=base_dir)
+    train.save_peft(tmp_path / "role", train.combine(stage1, scale, train.lora_state(pm), scale), rank=2 * rank,
+                    alpha=2 * rank, targets=targets, base_dir=base_dir)
+    for name in ("stage1", "role"):
+        convert_lora(tmp_path / name, tmp_path / f"{name}.gguf", base=base_dir, outtype="f32")
+    with LlamaBackend() as backend:
+        m = backend.load_model(smollm2_gguf)
+        role_a, trunk_a = (backend.load_adapter(m, tmp_path / f"{x}.gguf") for x in ("role", "stage1"))
+        role = backend.new_role(m, name="planner", adapter=role_a, trunk_adapter=trunk_a, n_ctx=512)
+        role.generate(ids, max_tokens=0, trunk=n)
+        cpp_trunk = role.last_logits()
+        full = backend.new_role(m, name="full", adapter=role_a, n_ctx=512)
+        full.generate(ids, max_tokens=0)
+        cpp_full = full.last_logits()
+
+    def corr(a, b):
+        return float(np.corrcoef(a, b)[0, 1])
+
+    assert corr(hf_trunk, cpp_trunk) > 0.99 and hf_trunk.argmax() == cpp_trunk.argmax()
+    assert np.abs(hf_trunk - hf_full).max() > 1                        # the trunk's adapter matters...
+    assert corr(hf_trunk - hf_full, cpp_trunk - cpp_full) > 0.9        # ...the same way in both

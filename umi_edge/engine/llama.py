@@ -84,6 +84,13 @@ class SharedModel:
     def __repr__(self) -> str:
         return f"SharedModel({str(self.path)!r}, n_vocab={self.n_vocab})"
 
+    def _freed(self) -> None:
+        self.ptr = self.vocab = None
+
+    def _check_open(self) -> None:
+        if self.vocab is None:
+            raise ModelError(f"model {self.path} was freed: its LlamaBackend is closed")
+
     def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)
         n = _native.lib().llama_model_meta_val_str(self.ptr, key.encode(), buf, 256)
@@ -95,6 +102,7 @@ class SharedModel:
 
     def tokenize(self, text: str) -> list[int]:
         """Plain text → ids: no BOS, no special-token parsing (the vocab's own space-prefix rule applies)."""
+        self._check_open()
         L = _native.lib()
         data = text.encode("utf-8")
         with self._lock:
@@ -108,6 +116,7 @@ class SharedModel:
     def detokenize(self, ids: Sequence[int]) -> str:
         """Ids → text; special tokens (BOS/EOS) render as nothing, and (like HF's decode) a SentencePiece
         vocab's first piece loses its dummy-prefix space."""
+        self._check_open()
         L = _native.lib()
         if not ids:
             return ""
@@ -529,6 +538,7 @@ class LlamaBackend:
             raise ModelError(f"llama.cpp could not load {p}: {_native.last_error()}")
         self._stack.callback(L.llama_model_free, ptr)
         model = SharedModel(Path(key), ptr, n_gpu_layers=n_gpu_layers)
+        self._stack.callback(model._freed)     # runs first (LIFO): the model refuses use once freed
         self._models[key] = model
         return model
 
