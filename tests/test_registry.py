@@ -37,7 +37,10 @@ def test_bundled_default_set_is_three_roles_on_smollm2():
         (path,) = rs.adapters
         assert Path(path) == bundled_path().parent / "adapters" / f"{role}.gguf"
         assert sha256_file(path) == rs.adapter_sha256
-    assert spec.roles["summarizer"].share_context == "planner" and spec.roles["caller"].share_context is None
+    assert spec.roles["caller"].share_context == "planner" and spec.roles["summarizer"].share_context is None
+    trunk = spec.roles["planner"].trunk_adapter     # stage 1: the planner and caller's shared trunk runs under it
+    assert Path(trunk) == bundled_path().parent / "adapters" / "trunk.gguf"
+    assert sha256_file(trunk) == spec.roles["planner"].trunk_adapter_sha256
     untrained = resolve_set("untrained", registry=reg)
     assert all(not rs.adapters for rs in untrained.roles.values())
     assert [rs.share_context for rs in untrained.roles.values()] == [None, "planner", "planner"]

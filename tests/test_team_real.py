@@ -40,8 +40,11 @@ def test_three_roles_share_one_model_mapped_once(default_model_home, smollm2_ggu
         engines = list(team.roles.values())
         assert all(e.model is model for e in engines)                      # one SharedModel...
         planner, caller, summarizer = (team.roles[r] for r in ("planner", "caller", "summarizer"))
-        assert summarizer.host is planner and caller.ctx is not planner.ctx   # ...two llama contexts
+        assert caller.host is planner and summarizer.ctx is not planner.ctx   # ...two llama contexts
         assert [a.path.name for e in engines for a in e.adapters] == ["planner.gguf", "caller.gguf", "summarizer.gguf"]
+        # the planner's context evaluates the shared trunk (tool docs + history) under stage 1, for both roles
+        assert caller.has_trunk and [a.path.name for a in planner.trunk_adapters] == ["trunk.gguf"]
+        assert not summarizer.has_trunk
         size = smollm2_gguf.stat().st_size
         mapped = mapped_bytes(smollm2_gguf) - before
         assert 0.5 * size < mapped <= size + (1 << 20), f"GGUF mapped {mapped} bytes, file is {size}"
@@ -65,6 +68,16 @@ def test_readme_command_runs_end_to_end(default_model_home):
         assert isinstance(json.loads(call["arguments"]), dict)
     plan = next(d for d in lines if d["event"] == "plan")
     assert plan["usage"]["prompt"] > 0 and plan["usage"]["generated"] > 0
+
+
+def test_default_caller_reuses_the_planners_trunk(default_model_home):
+    """On the default set the caller's first prompt continues the planner's trunk KV (tool docs + history),
+    though the two roles have different adapters: it evaluates only the plan turn and its own tail."""
+    with Team.load("default", max_steps=1, n_ctx=1536) as team:
+        events = [e for e in team.run("What is 7 times 6?") if e.kind in ("plan", "call")]
+    plan, call = events[0], events[1]
+    assert call.role == "caller" and call.usage.reused > 0.8 * plan.usage.prompt
+    assert call.usage.evaluated < 0.25 * call.usage.prompt
 
 
 @pytest.fixture

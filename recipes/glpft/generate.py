@@ -198,6 +198,7 @@ IMPOSSIBLE = [
     ("What is my current location?", "location data"),
     ("Buy two tickets for the concert on Saturday.", "ticket sales"),
     ("Check my bank balance.", "bank accounts"),
+    ("Open the garage door.", "device control"),
     ("Record a voice memo for me.", "audio recording"),
     ("What movies are playing in {city} tonight?", "cinema listings"),
     ("Track my package from the post office.", "package tracking"),
@@ -534,9 +535,9 @@ def list_family(s: Slots):
 
 # family -> weight (share of episodes)
 FAMILIES: dict[str, tuple[Callable, float]] = {
-    "calc": (calc_family, 0.15), "convert": (convert_family, 0.11), "date": (date_family, 0.11),
-    "country": (country_family, 0.10), "multi": (multi_family, 0.38), "give_up": (give_up_family, 0.13),
-    "list": (list_family, 0.02),
+    "calc": (calc_family, 0.18), "convert": (convert_family, 0.16), "date": (date_family, 0.14),
+    "country": (country_family, 0.14), "multi": (multi_family, 0.26), "give_up": (give_up_family, 0.09),
+    "list": (list_family, 0.03),
 }
 
 

@@ -316,8 +316,8 @@ def write_overlay(out: Path, model: str, trunk: bool = False) -> Path:
             f"[sets.{EVAL_SET}]\n"
             f'description = "SmolLM2-135M-Instruct + GLPFT role adapters (recipes/glpft)"\n'
             f'model = "{model}"\nprotocol = "alpha-umi/toolbench-v1"\n' + _COMMON
-            + ('trunk_adapter = "gguf/trunk.gguf"\n' if trunk else "")
             + "".join(f'{role} = {{ adapter = "gguf/{role}.gguf"'
+                      + (', trunk_adapter = "gguf/trunk.gguf"' if trunk and role == "planner" else "")
                       + (f", max_tokens = {generate.CALLER_MAX_TOKENS}" if role == "caller" else "")
                       + (', share_context = "planner"' if trunk and role == "caller" else "") + " }\n"
                       for role in TEAM)
