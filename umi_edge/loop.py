@@ -301,7 +301,10 @@ class _Run:
         ids = prompt if isinstance(prompt, list) else encode(prompt)
         n_trunk = 0
         if trunk is not None and getattr(engine, "has_trunk", False):
-            n_trunk = trunk if isinstance(trunk, int) else _common_prefix(encode(trunk() if callable(trunk) else trunk), ids)
+            if callable(trunk):
+                trunk = trunk()
+            # a common prefix, not the trunk's own length: a token may merge across the boundary
+            n_trunk = trunk if isinstance(trunk, int) else _common_prefix(encode(trunk), ids)
         keep = engine.n_ctx - max_tokens - CONTEXT_MARGIN
         if keep < 1:
             raise ConfigError(f"{engine_role or role}: n_ctx {engine.n_ctx} leaves no room for a prompt "

@@ -116,8 +116,9 @@ OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in (*_FILE_KEYS, "sampling"
 _ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout")
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,), "share_context": (str,), "trunk_adapter": (str,),
-    "trunk_adapter_sha256": (str,), "n_ctx": (int,), "threads": (int,), "n_batch": (int,),
+    "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,),
+    "share_context": (str,), "trunk_adapter": (str,), "trunk_adapter_sha256": (str,), "n_ctx": (int,),
+    "threads": (int,), "n_batch": (int,),
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
