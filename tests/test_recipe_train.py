@@ -3,6 +3,7 @@ smoke run goes end to end (generate → train → GGUF adapters → llama.cpp lo
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import subprocess
@@ -281,7 +282,8 @@ def test_trunk_mode_training_matches_the_runtime_trunk(tmp_path, smollm2_gguf):
             out = inner.model(input_ids=torch.tensor([ids[:n]]), use_cache=True)
         cache = getattr(out, "cache", None)
         cache = out.past_key_values if cache is None else cache
-        hidden = inner.model(input_ids=torch.tensor([ids[n:]]), past_key_values=cache).last_hidden_state
+        name = "cache" if "cache" in inspect.signature(inner.model.forward).parameters else "past_key_values"
+        hidden = inner.model(input_ids=torch.tensor([ids[n:]]), **{name: cache}).last_hidden_state
         hf_trunk = inner.lm_head(hidden[0, -1]).numpy()
         hf_full = pm(input_ids=torch.tensor([ids])).logits[0, -1].numpy()   # everything under stage 1 + 2
     base_dir = tmp_path / "base"

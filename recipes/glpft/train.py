@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import inspect
 import json
 import math
 import os
@@ -176,11 +177,13 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
     else:
         autocast = contextlib.nullcontext
 
+    # transformers 5 names the KV cache `cache` (in and out; `past_key_values` reads None), 4.x `past_key_values`
+    cache_kw = "cache" if "cache" in inspect.signature(inner.model.forward).parameters else "past_key_values"
+
     def run(ids, cache):
         """Forward `ids` after `cache` (a KV cache or None); returns (hidden states, the extended cache)."""
-        kw = {"past_key_values": cache} if cache is not None else {}
+        kw = {cache_kw: cache} if cache is not None else {}
         out = inner.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kw)
-        # transformers 5 returns the cache as `cache` (`past_key_values` reads None there)
         new = getattr(out, "cache", None)
         new = getattr(out, "past_key_values", None) if new is None else new
         if new is None:
