@@ -9,7 +9,9 @@ from typing import Callable
 def decode(role, path, *, n_ctx: int, threads: tuple[int, int], n_batch: int, prompt: str, tokens: int,
            repeats: int, bandwidth_gb_s: float, progress: Callable[[str], None] = lambda s: None) -> dict:
     """Greedy tokens/s of `role.generate` vs `llama_cpp.Llama.generate`, same prompt, threads and token count,
-    interleaved A B A B; medians. Both evaluate the prompt outside the timed part."""
+    interleaved A B A B; medians. Both evaluate the prompt outside the timed part. A role with one LoRA
+    adapter is compared with a `Llama` that loads the same adapter (`lora_path`); with a stack of them the
+    stock side runs without (one `lora_path` only), and the report's `adapter` says which."""
     from .baseline import stock_llama
 
     ids = [role.bos_id] + role.tokenize(prompt)
@@ -25,7 +27,9 @@ def decode(role, path, *, n_ctx: int, threads: tuple[int, int], n_batch: int, pr
     if n < 2:
         raise RuntimeError(f"the model stopped after {n} token(s) on the decode prompt")
 
-    llm = stock_llama(path, n_ctx=n_ctx, threads=threads, n_batch=n_batch)
+    adapters = tuple(getattr(role, "adapters", ()))
+    lora = adapters[0].path if len(adapters) == 1 else None
+    llm = stock_llama(path, n_ctx=n_ctx, threads=threads, n_batch=n_batch, lora_path=lora)
     try:
         def theirs() -> float:
             llm.reset()
@@ -50,6 +54,7 @@ def decode(role, path, *, n_ctx: int, threads: tuple[int, int], n_batch: int, pr
     limit = bandwidth_gb_s * 1e9 / model_bytes      # every weight read once per token
     return {
         "tokens": n,
+        "adapter": None if lora is None else str(lora),   # the LoRA both sides ran with
         "umi_edge_tok_s": round(ta, 2),
         "llama_cpp_python_tok_s": round(tb, 2),
         "ratio_vs_llama_cpp_python": round(ta / tb, 4),
