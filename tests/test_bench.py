@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from umi_edge.cli import cli
-from tiny_gguf import write_llama_gguf
+from tiny_gguf import write_llama_gguf, write_tiny_lora
 
 REQUIRED = ("memory.team_vs_single", "memory.team_vs_separate", "prefill.ratio", "decode.ratio_vs_llama_cpp_python",
             "decode.ratio_vs_bandwidth_limit", "constrained.ratio", "cold_start.seconds")
@@ -75,6 +75,25 @@ def test_bench_tiny_json(tiny_set):
     assert report["prefill"]["evaluated_with_reuse"] < report["prefill"]["evaluated_without_reuse"]
     assert report["constrained"]["constrained_text"].startswith("Action: ")
     assert "stderr" not in r.stdout and r.stderr.count("bench:") >= 6    # progress on stderr only
+
+
+def test_bench_decode_gives_the_stock_llama_the_roles_adapter(tiny_set):
+    """A role with one LoRA is timed against a llama_cpp.Llama that loads the same adapter (lora_path)."""
+    write_tiny_lora(tiny_set.parent / "lora.gguf", scale=0.1)
+    tuned = tiny_set.parent / "tuned.toml"
+    tuned.write_text(tiny_set.read_text() + textwrap.dedent("""
+        [sets.tuned]
+        model = "tiny"
+        max_tokens = 48
+        planner = { adapter = "lora.gguf" }
+    """))
+    args = ["bench", "--set", "tuned", "--models", str(tuned), "--only", "decode", "--tokens", "16",
+            "--repeats", "1", "--bandwidth-mb", "32", "--json"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    decode = json.loads(r.stdout)["decode"]
+    assert Path(decode["adapter"]) == (tiny_set.parent / "lora.gguf").resolve()
+    assert _positive(decode["ratio_vs_llama_cpp_python"])
 
 
 def test_bench_table_and_bad_section(tiny_set):

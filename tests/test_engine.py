@@ -16,7 +16,7 @@ np = pytest.importorskip("numpy")
 from umi_edge.engine.base import Sampling  # noqa: E402
 from umi_edge.engine.llama import LlamaBackend  # noqa: E402
 from umi_edge.errors import ModelError  # noqa: E402
-from tiny_gguf import byte_unicode, write_llama_gguf  # noqa: E402
+from tiny_gguf import byte_unicode, write_llama_gguf, write_tiny_lora  # noqa: E402
 
 # multi-character tokens (with merges) so tokenization is not just bytes
 WORDS = ["Action", ": ", "calc", "ulator", "\nAction Input: ", '{"', '": "', '"}', "country", "_info", "hello", " world"]
@@ -36,22 +36,6 @@ def write_tiny_llama(path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0,
     merges = list(dict.fromkeys(merges))
     write_llama_gguf(path, tokens, merges, n_embd=n_embd, n_layer=n_layer, n_head=4, n_head_kv=2, n_ff=2 * n_embd,
                      n_ctx=4096, seed=seed, scale=0.2, embd_scale=1.0, out_scale=out_scale)
-
-
-def write_tiny_lora(path, *, n_embd: int = 64, n_layer: int = 2, rank: int = 4, seed: int = 7) -> None:
-    """A random LoRA adapter GGUF on attn_q of every layer (llama.cpp layout: lora_a (r, in), lora_b (out, r))."""
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_string("general.type", "adapter")
-    w.add_string("adapter.type", "lora")
-    w.add_float32("adapter.lora.alpha", float(rank))
-    rng = np.random.default_rng(seed)
-    for i in range(n_layer):
-        w.add_tensor(f"blk.{i}.attn_q.weight.lora_a", (rng.standard_normal((rank, n_embd)) * 0.5).astype(np.float32))
-        w.add_tensor(f"blk.{i}.attn_q.weight.lora_b", (rng.standard_normal((n_embd, rank)) * 0.5).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
 
 
 @pytest.fixture(scope="module")

@@ -85,3 +85,23 @@ def write_llama_gguf(path, tokens: Sequence[str] = (), merges: Sequence[str] = (
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_tiny_lora(path, *, n_embd: int = 64, n_layer: int = 2, rank: int = 4, seed: int = 7,
+                    scale: float = 0.5) -> None:
+    """A random LoRA adapter GGUF on attn_q of every layer (llama.cpp layout: lora_a (r, in), lora_b (out, r))."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    rng = np.random.default_rng(seed)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_q.weight.lora_a", (rng.standard_normal((rank, n_embd)) * scale).astype(np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight.lora_b", (rng.standard_normal((n_embd, rank)) * scale).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
