@@ -447,11 +447,9 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
         stage1 = lora_state(pm)
         save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
                   base_dir=base_dir)
-        peft_dirs["trunk"] = out / "peft" / "stage1"
     else:
         stage1, pm = load_stage1(model, out / "peft" / "stage1", cfg)
-        if cfg["stage2"].get("trunk", False):
-            peft_dirs["trunk"] = out / "peft" / "stage1"
+    peft_dirs["trunk"] = out / "peft" / "stage1"     # exported as the trunk adapter
     model = pm.merge_and_unload()
     for role in roles:
         pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"][role],
