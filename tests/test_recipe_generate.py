@@ -100,7 +100,7 @@ def test_episodes_have_one_to_four_calls_and_grounded_answers(data):
         observations = " ".join(t["value"] for t in r["history"] if t["from"] == "observation")
         numbers = [w for w in r["target"].replace(",", "").replace("(", " ").split() if w[:1].isdigit()]
         for w in numbers:  # every number the answer states comes from the query or an observation
-            w = w.rstrip(".:;)").rstrip("°")
+            w = w.rstrip(".:;)").rstrip("°%")
             assert w in observations or w in r["history"][0]["value"].replace(",", ""), (w, r["target"])
     assert {1, 2, 3, 4} <= counts, counts
 
@@ -171,3 +171,26 @@ def test_every_caller_and_backbone_target_passes_its_runtime_grammar(data, smoll
         assert not admitted(m.tokenize("x" * (THOUGHT_CHARS + 1) + "\nconclusion: y"))
         rejected = [t for t in targets if not admitted(m.tokenize(t))]
     assert not rejected, rejected[:5]
+
+
+def test_validation_tasks_are_new_queries_whose_checks_pass_on_the_reference_run(tmp_path):
+    from umi_edge.eval.tasks import check_answer, load_tasks
+
+    train = {generate.normalize_query(e.query) for e in generate.episodes(60, seed=0)}
+    eps = list(generate.episodes(40, seed=5, exclude=train))
+    assert not train & {generate.normalize_query(e.query) for e in eps}
+    path = tmp_path / "valid.jsonl"
+    assert generate.main(["--tasks", "40", "--seed", "5", "--episodes", "60", "--out", str(path)]) == 0
+    tasks = load_tasks(path)  # the eval's own parser accepts every task
+    assert [t.query for t in tasks] == [e.query for e in eps]
+    for task, e in zip(tasks, eps):
+        calls = [(c["tool"], json.dumps(c["arguments"])) for c in e.calls]
+        if task.expect == "give_up":
+            assert e.history[-1].role != "conclusion"
+            continue
+        answer = e.history[-1].text
+        assert check_answer(task, answer, calls) is None, (task, answer)
+        assert task.check.get("answer_number") or task.check.get("answer_contains")
+        # and the checks bite: without the answer, or without the calls, the task fails
+        assert check_answer(task, "I do not know.", calls) is not None
+        assert check_answer(task, answer, []) is not None

@@ -206,6 +206,18 @@ IMPOSSIBLE = [
     ("Find me a dentist near {city} with good reviews.", "business reviews"),
     ("Download the latest version of my favorite app.", "software downloads"),
     ("When is the next train from {city} to {city2}?", "train timetables"),
+    ("What is the official language of {country}?", "official languages"),
+    ("Who is the head of state of {country}?", "heads of state"),
+    ("What is the highest mountain in {country}?", "mountain heights"),
+    ("How many calories are in a banana?", "nutrition facts"),
+    ("What is the air quality in {city} today?", "air quality data"),
+    ("Find me a recipe for vegetable lasagna.", "recipes"),
+    ("Schedule a video call with {person} tomorrow.", "scheduling calls"),
+    ("Post this photo on my Instagram.", "social media"),
+    ("Rent a car in {city} for the weekend.", "car rentals"),
+    ("How long is the flight from {city} to {city2}?", "flight data"),
+    ("What time is it in {city} right now?", "the current time"),
+    ("Read me my unread emails.", "email access"),
 ]
 COMPANIES = ["Apple", "Microsoft", "Tesla", "Amazon", "Nvidia", "Toyota", "Samsung", "Nestle"]
 PEOPLE = ["Anna", "my boss", "David", "Maria", "my sister", "Tom", "the landlord"]
@@ -220,47 +232,64 @@ def calc_family(s: Slots):
     if kind == "pct":
         p, x = s.pick([5, 7.5, 12, 15, 20, 25, 33, 40, 65, 85]), s.int(100, 90000)
         q = s.pick(["What is {p}% of {x}?", "Calculate {p} percent of {x}.", "How much is {p}% of {x}?",
-                    "Find {p}% of {x}."]).format(p=fmt(p), x=fmt(x))
+                    "Find {p}% of {x}.", "What's {p} percent of {x}?", "Work out {p}% of {x}.",
+                    "Take {p}% of {x}: what do you get?", "{p}% of {x} is how much?"]).format(p=fmt(p), x=fmt(x))
         expr, say = f"{p} / 100 * {x}", f"{fmt(p)}% of {fmt(x)} is {{r}}."
     elif kind in ("mul", "div", "add", "sub"):
         a, b = s.int(12, 99999), s.int(2, 9999)
-        op, word = {"mul": ("*", s.pick(["Multiply {a} by {b}.", "What is {a} times {b}?", "Compute {a} * {b}."])),
-                    "div": ("/", s.pick(["Divide {a} by {b}.", "What is {a} divided by {b}?", "Compute {a} / {b}."])),
+        op, word = {"mul": ("*", s.pick(["Multiply {a} by {b}.", "What is {a} times {b}?", "Compute {a} * {b}.",
+                                         "What is the product of {a} and {b}?", "How much is {a} multiplied by {b}?",
+                                         "Work out {a} x {b}."])),
+                    "div": ("/", s.pick(["Divide {a} by {b}.", "What is {a} divided by {b}?", "Compute {a} / {b}.",
+                                         "How much is {a} split into {b} equal parts?",
+                                         "What do you get when you divide {a} by {b}?", "What is {a} over {b}?"])),
                     "add": ("+", s.pick(["Add {a} and {b}.", "What is {a} plus {b}?",
-                                         "What is the sum of {a} and {b}?"])),
+                                         "What is the sum of {a} and {b}?", "What do {a} and {b} add up to?",
+                                         "Add {b} to {a}."])),
                     "sub": ("-", s.pick(["Subtract {b} from {a}.", "What is {a} minus {b}?",
-                                         "What is {a} - {b}?"]))}[kind]
+                                         "What is {a} - {b}?", "Take {b} away from {a}.",
+                                         "How much is left if you take {b} from {a}?"]))}[kind]
         q = word.format(a=fmt(a), b=fmt(b))
         expr, say = f"{a} {op} {b}", "The answer is {r}."
     elif kind == "pow":
         a, n = s.int(2, 40), s.pick([2, 3, 4, 5, 10])
-        q = s.pick({2: ["What is the square of {a}?", "What is {a} squared?"],
-                    3: ["What is {a} cubed?", "What is the cube of {a}?"]}.get(n, ["What is {a} to the power of {n}?",
-                                                                               "Raise {a} to the power {n}."]))
+        q = s.pick({2: ["What is the square of {a}?", "What is {a} squared?", "Square {a}."],
+                    3: ["What is {a} cubed?", "What is the cube of {a}?", "Cube {a}: what do you get?",
+                        "What is {a} raised to the third power?"]}.get(
+            n, ["What is {a} to the power of {n}?", "Raise {a} to the power {n}.", "What is {a} to the {n}th power?"]))
         q = q.format(a=a, n=n)
         expr, say = f"{a} ** {n}", f"{a} to the power of {n} is {{r}}."
     elif kind == "sqrt":
         a = s.int(2, 300) ** 2 if s.rng.random() < 0.6 else s.int(2, 99999)
-        q = s.pick(["What is the square root of {a}?", "Compute the square root of {a}."]).format(a=fmt(a))
+        q = s.pick(["What is the square root of {a}?", "Compute the square root of {a}.", "Find the square root of {a}.",
+                    "What number squared gives {a}?"]).format(a=fmt(a))
         expr, say = f"sqrt({a})", f"The square root of {fmt(a)} is {{r}}."
     elif kind == "tip":
         bill, p = s.money(10, 400), s.pick([10, 12, 15, 18, 20, 22, 25])
-        q = s.pick(["A bill of ${b} gets a {p}% tip. How much is the tip?",
-                    "How much is a {p}% tip on ${b}?"]).format(b=fmt(bill), p=p)
+        q = s.pick(["A bill of ${b} gets a {p}% tip. How much is the tip?", "How much is a {p}% tip on ${b}?",
+                    "I want to leave {p}% on a ${b} dinner. How big is the tip?",
+                    "Calculate a {p}% tip for a ${b} meal."]).format(b=fmt(bill), p=p)
         expr, say = f"{p} / 100 * {bill}", f"The tip is ${{r}}."
     elif kind == "discount":
         price, p = s.int(20, 2000), s.pick([10, 15, 20, 25, 30, 40, 50, 60])
         q = s.pick(["A ${x} coat is {p}% off. What does it cost now?",
-                    "What is the sale price of a ${x} item at {p}% off?"]).format(x=fmt(price), p=p)
+                    "What is the sale price of a ${x} item at {p}% off?",
+                    "A ${x} TV is discounted by {p}%. What is the new price?",
+                    "How much do ${x} shoes cost after a {p}% discount?",
+                    "What do I pay for a ${x} bike with {p}% off?"]).format(x=fmt(price), p=p)
         expr, say = f"{price} * (1 - {p} / 100)", "The sale price is ${r}."
     elif kind == "split":
         total, n = s.int(50, 5000), s.int(2, 12)
         q = s.pick(["Split ${t} evenly among {n} people: how much does each pay?",
-                    "{n} friends share a ${t} bill equally. How much is each share?"]).format(t=fmt(total), n=n)
+                    "{n} friends share a ${t} bill equally. How much is each share?",
+                    "If {n} people divide ${t} equally, how much does each get?"]).format(t=fmt(total), n=n)
         expr, say = f"{total} / {n}", "Each person pays ${r}."
     elif kind == "hyp":
         a, b = s.int(3, 60), s.int(3, 60)
-        q = f"What is the hypotenuse of a right triangle with legs {a} and {b}?"
+        q = s.pick(["What is the hypotenuse of a right triangle with legs {a} and {b}?",
+                    "A right triangle has legs of {a} and {b}. How long is the hypotenuse?",
+                    "Find the hypotenuse when the two legs are {a} and {b}.",
+                    "How long is the longest side of a right triangle whose legs are {a} and {b}?"]).format(a=a, b=b)
         expr, say = f"sqrt({a} ** 2 + {b} ** 2)", "The hypotenuse is {r}."
     else:
         a, b, c = s.int(10, 999), s.int(2, 99), s.int(2, 50)
@@ -287,7 +316,9 @@ def convert_family(s: Slots):
     (lo, hi), qa, a, qb, b = s.pick(UNITS)
     v = s.int(lo, hi) if s.rng.random() < 0.7 else round(s.rng.uniform(max(lo, 0.5), hi), 1)
     q = s.pick(["Convert {v} {qa} to {qb}.", "How many {qb} is {v} {qa}?", "What is {v} {qa} in {qb}?",
-                "I have {v} {qa}. How much is that in {qb}?"]).format(v=fmt(v), qa=qa, qb=qb)
+                "I have {v} {qa}. How much is that in {qb}?", "Please convert {v} {qa} into {qb}.",
+                "{v} {qa} equals how many {qb}?", "How much is {v} {qa} in {qb}?",
+                "Express {v} {qa} in {qb}.", "What do {v} {qa} come to in {qb}?"]).format(v=fmt(v), qa=qa, qb=qb)
     bad = BAD_UNITS.get(a) if s.rng.random() < 0.25 else None
 
     def script(e: Episode):
@@ -313,7 +344,9 @@ def date_family(s: Slots):
         d2 = s.date()
         d1, d2 = sorted([d1, d2])
         q = s.pick(["How many days are there from {a} to {b}?", "How many days passed between {a} and {b}?",
-                    "Count the days from {a} until {b}."]).format(a=d1, b=d2)
+                    "Count the days from {a} until {b}.", "How many days lie between {a} and {b}?",
+                    "What is the number of days from {a} to {b}?",
+                    "How long is it in days from {a} to {b}?"]).format(a=d1, b=d2)
         tool, args = "date_diff", {"start": d1, "end": d2}
         say = lambda r: f"There are {r['days']} days from {d1} to {d2}."  # noqa: E731
         bad_args = {"start": dt.date.fromisoformat(d1).strftime("%m/%d/%Y"), "end": d2}
@@ -321,14 +354,19 @@ def date_family(s: Slots):
         n = s.int(1, 1500)
         days = n if kind == "add" else -n
         q = (s.pick(["What date is {n} days after {d}?", "What is the date {n} days after {d}?",
-                     "Add {n} days to {d}."]) if kind == "add" else
-             s.pick(["What date was {n} days before {d}?", "What is {d} minus {n} days?"])).format(n=n, d=d1)
+                     "Add {n} days to {d}.", "Which date comes {n} days after {d}?",
+                     "Starting from {d}, what is the date {n} days later?",
+                     "What will the date be {n} days after {d}?"]) if kind == "add" else
+             s.pick(["What date was {n} days before {d}?", "What is {d} minus {n} days?",
+                     "Which date was {n} days earlier than {d}?", "Go back {n} days from {d}: what date is it?",
+                     "What was the date {n} days prior to {d}?"])).format(n=n, d=d1)
         tool, args = "date_add", {"date": d1, "days": days}
         say = lambda r: f"{n} days {'after' if days > 0 else 'before'} {d1} is {r['result']} (a {r['weekday']})."
         bad_args = {"date": written, "days": days}
     else:
         q = s.pick(["What day of the week was {d}?", "On which weekday does {d} fall?",
-                    "What weekday is {d}?"]).format(d=d1)
+                    "What weekday is {d}?", "Which day of the week is {d}?", "Tell me the weekday of {d}.",
+                    "Was {d} a Monday, a Friday, or some other day?"]).format(d=d1)
         tool, args, say = "weekday", {"date": d1}, lambda r: f"{d1} is a {r['weekday']}."
         bad_args = {"date": written}
 
@@ -344,15 +382,20 @@ def date_family(s: Slots):
 
 
 FACTS = {
-    "capital": (["What is the capital of {c}?", "Which city is the capital of {c}?"],
+    "capital": (["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}.",
+                 "What's the capital city of {c}?"],
                 lambda c, r: f"The capital of {c} is {r['capital']}."),
-    "population": (["What is the population of {c}?", "How many people live in {c}?"],
+    "population": (["What is the population of {c}?", "How many people live in {c}?", "How populous is {c}?",
+                    "What is {c}'s population?"],
                    lambda c, r: f"{c} has a population of {num(r['population'])}."),
-    "currency_name": (["Which currency does {c} use?", "What is the currency of {c}?"],
+    "currency_name": (["Which currency does {c} use?", "What is the currency of {c}?",
+                       "What money do people pay with in {c}?"],
                       lambda c, r: f"{c} uses the {r['currency_name']} ({r['currency']})."),
-    "area_km2": (["How large is {c} in square kilometers?", "What is the area of {c}?"],
+    "area_km2": (["How large is {c} in square kilometers?", "What is the area of {c}?", "How big is {c}?",
+                  "What is the land area of {c} in km²?"],
                  lambda c, r: f"The area of {c} is {num(r['area_km2'])} km²."),
-    "continent": (["On which continent is {c}?", "Which continent is {c} in?"],
+    "continent": (["On which continent is {c}?", "Which continent is {c} in?",
+                   "What continent does {c} belong to?", "{c} lies on which continent?"],
                   lambda c, r: f"{c} is in {r['continent']}."),
     "currency": (["What is the currency code of {c}?"], lambda c, r: f"The currency code of {c} is {r['currency']}."),
 }
@@ -398,7 +441,9 @@ def multi_family(s: Slots):
     done = "I have everything needed, so I can give the final answer."
     if kind in ("sum2", "sum3"):
         names = [a, b] if kind == "sum2" else [a, b, c]
-        q = s.pick(["What is the combined population of {l}?", "How many people live in {l} together?"]).format(
+        q = s.pick(["What is the combined population of {l}?", "How many people live in {l} together?",
+                    "Add up the populations of {l}.", "How many people live in {l} in all?",
+                    "What do the populations of {l} sum to?"]).format(
             l=" and ".join([", ".join(names[:-1]), names[-1]]))
 
         def script(e):
@@ -408,7 +453,8 @@ def multi_family(s: Slots):
             e.conclude(done, f"The combined population of {listed} is {num(r['result'])}.")
     elif kind == "density":
         q = s.pick(["What is the population density of {a} in people per square kilometer?",
-                    "How many people per km² live in {a}?"]).format(a=a)
+                    "How many people per km² live in {a}?", "How densely populated is {a}?",
+                    "On average, how many people live on each square kilometer of {a}?"]).format(a=a)
 
         def script(e):
             (r0,) = facts(e, [a])
@@ -417,15 +463,20 @@ def multi_family(s: Slots):
     elif kind == "ratio":
         what = s.pick(["area", "population"])
         key = "area_km2" if what == "area" else "population"
-        q = (f"How many times larger is {a}'s area than {b}'s?" if what == "area"
-             else f"How many times more people live in {a} than in {b}?")
+        q = s.pick([f"How many times larger is {a}'s area than {b}'s?", f"By what factor is {a} bigger than {b}?",
+                    f"What is the ratio of {a}'s area to {b}'s?"] if what == "area" else
+                   [f"How many times more people live in {a} than in {b}?",
+                    f"What is the ratio of {a}'s population to {b}'s?",
+                    f"How many times bigger is the population of {a} than that of {b}?"])
 
         def script(e):
             r0, r1 = facts(e, [a, b])
             r = calc(e, f"{r0[key]} / {r1[key]}", f"I divide {a}'s {what} by {b}'s.")
             e.conclude(done, f"{a}'s {what} is {num(r['result'])} times {b}'s.")
     elif kind == "diff":
-        q = f"What is the difference in population between {a} and {b}?"
+        q = s.pick([f"What is the difference in population between {a} and {b}?",
+                    f"How many more people live in {a} than in {b}?",
+                    f"By how many people does {a}'s population exceed {b}'s?"])
 
         def script(e):
             r0, r1 = facts(e, [a, b])
@@ -435,7 +486,9 @@ def multi_family(s: Slots):
         p = s.pick([1, 2, 3, 5, 10])
         up = s.rng.random() < 0.6
         f = f"{1 + p / 100:g}" if up else f"{1 - p / 100:g}"
-        q = f"If {a}'s population {'grew' if up else 'shrank'} by {p}%, what would it be?"
+        q = s.pick([f"If {a}'s population {'grew' if up else 'shrank'} by {p}%, what would it be?",
+                    f"What would {a}'s population be after a {p}% {'rise' if up else 'fall'}?",
+                    f"Suppose the population of {a} {'rises' if up else 'falls'} by {p}%. What is the new figure?"])
 
         def script(e):
             (r0,) = facts(e, [a])
@@ -443,8 +496,9 @@ def multi_family(s: Slots):
             e.conclude(done, f"{a}'s population would be {num(r['result'])}.")
     elif kind == "weekday_after":
         d, n = s.date(), s.int(1, 400)
-        q = s.pick(["What day of the week is {n} days after {d}?",
-                    "Which weekday falls {n} days after {d}?"]).format(n=n, d=d)
+        q = s.pick(["What day of the week is {n} days after {d}?", "Which weekday falls {n} days after {d}?",
+                    "What weekday will it be {n} days after {d}?", "{n} days after {d}, which day of the week is it?",
+                    "Which day of the week comes {n} days after {d}?"]).format(n=n, d=d)
 
         def script(e):
             r0 = e.call(f"First I find the date {n} days after {d} with date_add.", "date_add", {"date": d, "days": n})
@@ -456,7 +510,9 @@ def multi_family(s: Slots):
                                             (("mi", "miles"), ("km", "kilometers"), ("m", "meters")),
                                             (("kg", "kilograms"), ("lb", "pounds"), ("oz", "ounces")),
                                             (("gal", "gallons"), ("l", "liters"), ("ml", "milliliters"))])
-        q = f"Convert {v} {qx} to {qy} and then to {qz}."
+        q = s.pick([f"Convert {v} {qx} to {qy} and then to {qz}.", f"Convert {v} {qx} to {qy}, then convert that to {qz}.",
+                    f"First turn {v} {qx} into {qy}, and then express the result in {qz}.",
+                    f"How many {qy} is {v} {qx}, and how many {qz} is that?"])
 
         def script(e):
             r0 = e.call(f"First I convert {v} {x} to {y}.", "convert_units", {"value": v, "from_unit": x, "to_unit": y})
@@ -465,7 +521,8 @@ def multi_family(s: Slots):
             e.conclude(done, f"{v} {qx} is {num(r0['result'])} {qy}, which is {num(r['result'])} {qz}.")
     elif kind == "conv_calc":
         v, h = s.int(20, 90), s.int(2, 8)
-        q = f"A car drives at {v} mph. What is that in km/h, and how far in km does it go in {h} hours?"
+        q = s.pick([f"A car drives at {v} mph. What is that in km/h, and how far in km does it go in {h} hours?",
+                    f"A train runs at {v} mph. Convert that to km/h and tell me how many km it covers in {h} hours."])
 
         def script(e):
             r0 = e.call(f"First I convert {v} mph to km/h.", "convert_units",
@@ -474,7 +531,8 @@ def multi_family(s: Slots):
             e.conclude(done, f"{v} mph is {num(r0['result'])} km/h; in {h} hours the car goes {num(r['result'])} km.")
     elif kind == "days_weekday":
         d1, d2 = sorted([s.date(), s.date()])
-        q = f"How many days are there from {d1} to {d2}, and what weekday is {d2}?"
+        q = s.pick([f"How many days are there from {d1} to {d2}, and what weekday is {d2}?",
+                    f"Count the days from {d1} to {d2}, and tell me which day of the week {d2} is."])
 
         def script(e):
             r0 = e.call(f"First I count the days with date_diff.", "date_diff", {"start": d1, "end": d2})
@@ -482,7 +540,8 @@ def multi_family(s: Slots):
             e.conclude(done, f"There are {r0['days']} days from {d1} to {d2}, and {d2} is a {r['weekday']}.")
     elif kind == "pct_pop":
         p, x = s.pick([5, 10, 15, 20, 25]), s.int(100, 9000)
-        q = f"What is {p}% of {fmt(x)} plus the population of {a}?"
+        q = s.pick([f"What is {p}% of {fmt(x)} plus the population of {a}?",
+                    f"Add {p}% of {fmt(x)} to the population of {a}."])
 
         def script(e):
             (r0,) = facts(e, [a])
@@ -512,9 +571,9 @@ def give_up_family(s: Slots):
             e.give_up(f"{name} is not in the country table, and no other tool has this fact, so I cannot answer.")
         return q, script
     template, need = s.pick(IMPOSSIBLE)
-    city, city2 = (x["capital"] for x in s.country(2))
-    q = template.format(city=city, city2=city2, company=s.pick(COMPANIES), person=s.pick(PEOPLE),
-                        language=s.pick(LANGUAGES))
+    c1, c2 = s.country(2)
+    q = template.format(city=c1["capital"], city2=c2["capital"], country=c1["name"], company=s.pick(COMPANIES),
+                        person=s.pick(PEOPLE), language=s.pick(LANGUAGES))
 
     def script(e):
         e.give_up(s.pick([f"None of the available tools provides {need}, so I cannot do this.",
@@ -535,16 +594,17 @@ def list_family(s: Slots):
 
 # family -> weight (share of episodes)
 FAMILIES: dict[str, tuple[Callable, float]] = {
-    "calc": (calc_family, 0.18), "convert": (convert_family, 0.16), "date": (date_family, 0.14),
-    "country": (country_family, 0.14), "multi": (multi_family, 0.26), "give_up": (give_up_family, 0.09),
+    "calc": (calc_family, 0.17), "convert": (convert_family, 0.15), "date": (date_family, 0.14),
+    "country": (country_family, 0.12), "multi": (multi_family, 0.28), "give_up": (give_up_family, 0.11),
     "list": (list_family, 0.03),
 }
 
 
 # --- the data set --------------------------------------------------------------------------------------------
 
-def episodes(n: int, seed: int = 0) -> Iterator[Episode]:
-    """`n` distinct episodes, deterministic in `seed`, none with a held-out query, country or date."""
+def episodes(n: int, seed: int = 0, exclude: set[str] = frozenset()) -> Iterator[Episode]:
+    """`n` distinct episodes, deterministic in `seed`, none with a held-out query, country or date, nor a
+    query in `exclude` (normalized, `normalize_query`)."""
     rng = random.Random(seed)
     banned = heldout()
     slots = Slots(rng, banned)
@@ -559,7 +619,7 @@ def episodes(n: int, seed: int = 0) -> Iterator[Episode]:
         family = FAMILIES[rng.choices(names, weights)[0]][0]
         query, script = family(slots)
         key = normalize_query(query)
-        if key in seen or key in banned["queries"] or any(
+        if key in seen or key in banned["queries"] or key in exclude or any(
                 re.search(rf"\b{re.escape(c)}\b", query) for c in banned["countries"]):
             continue
         seen.add(key)
@@ -596,12 +656,65 @@ def write(data: dict[str, list[dict]], out_dir: Path) -> dict[str, int]:
     return {r: len(v) for r, v in data.items()}
 
 
+# --- a validation suite from the generator ---------------------------------------------------------------------
+
+def _values(x) -> Iterator:
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _values(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _values(v)
+    else:
+        yield x
+
+
+def task_of(e: Episode, id: str) -> dict:
+    """An `umi-edge eval tasks` task for a generated episode: give up where it gave up; else the tools it called
+    successfully, in order, and the values of its last observation that its reference answer states."""
+    task = {"id": id, "query": e.query, "tools": "demo"}
+    if e.history[-1].role != "conclusion":
+        return {**task, "expect": "give_up"}
+    answer = e.history[-1].text
+    numbers, words = [], []
+    for v in _values(json.loads(e.calls[-1]["observation"])):
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, (int, float)) and num(v) in answer:
+            numbers.append(v)
+        elif isinstance(v, str) and v in answer:
+            words.append(v)
+    check: dict = {"calls": [{"tool": c["tool"]} for c in e.calls if c["ok"]]}
+    if numbers:
+        check.update(answer_number=numbers, rel_tol=0.005)
+    if words:
+        check["answer_contains"] = words
+    return {**task, "expect": "answer", "check": check}
+
+
+def validation_tasks(n: int, seed: int, train_episodes: int, train_seed: int = 0) -> list[dict]:
+    """`n` tasks from the generator's families, none with a training query (nor a held-out one): scores a
+    training run without touching the held-out suite. Same templates as training, other slot values."""
+    train = {normalize_query(e.query) for e in episodes(train_episodes, train_seed)}
+    return [task_of(e, f"v-{i + 1:03d}") for i, e in enumerate(episodes(n, seed, exclude=train))]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "data"))
     ap.add_argument("--episodes", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", type=int, metavar="N", default=0,
+                    help="instead, write N validation tasks (JSONL for `umi-edge eval tasks`) to --out, drawn with "
+                         "--seed and disjoint from the --episodes training queries of seed 0")
     args = ap.parse_args(argv)
+    if args.tasks:
+        from umi_edge.eval.demo_tasks import write_jsonl
+
+        tasks = validation_tasks(args.tasks, args.seed, args.episodes)
+        write_jsonl(Path(args.out), tasks)
+        print(json.dumps({"out": args.out, "tasks": len(tasks), "seed": args.seed}))
+        return 0
     counts = write(build(args.episodes, args.seed), Path(args.out))
     print(json.dumps({"out": args.out, "episodes": args.episodes, "seed": args.seed, "records": counts}))
     return 0
