@@ -181,6 +181,14 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
     again = subprocess.run([sys.executable, str(RECIPE / "ship.py"), "--out", str(out), "--dest", str(ship)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "already exists; pass --force" in again.stderr   # nothing overwritten
+    some = tmp_path / "some"
+    part = subprocess.run([sys.executable, str(RECIPE / "ship.py"), "--out", str(out), "--dest", str(some),
+                           "--only", "planner,trunk"], capture_output=True, text=True, timeout=300)
+    assert part.returncode == 0 and sorted(json.loads(part.stdout)) == ["planner", "trunk"], part.stderr[-3000:]
+    assert sorted(p.name for p in some.iterdir()) == ["planner.gguf", "trunk.gguf"]
+    bad = subprocess.run([sys.executable, str(RECIPE / "ship.py"), "--out", str(out), "--dest", str(some),
+                          "--only", "planer"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "--only planer" in bad.stderr
 
 
 @pytest.mark.slow

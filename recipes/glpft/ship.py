@@ -12,6 +12,7 @@ less, but llama.cpp 0.3.36 did not add two stacked adapters up to their concaten
 (max logit difference 0.59 with LoRA on attn_q alone; exact on a float32 tiny model), so each role ships whole.
 
     python recipes/glpft/ship.py [--out recipes/glpft/out] [--dest umi_edge/adapters] [--outtype f16] [--force]
+                                 [--only planner,caller,summarizer,trunk]
 """
 from __future__ import annotations
 
@@ -28,13 +29,18 @@ import train  # noqa: E402
 ROOT = HERE.parents[1]
 
 
-def ship(out: Path, dest: Path, outtype: str, force: bool) -> dict:
+def ship(out: Path, dest: Path, outtype: str, force: bool, only: list[str] | None = None) -> dict:
     from umi_convert.lora import convert_lora
     from umi_edge.fetch import sha256_file
 
     base_dir = out / "base_config"
     # the three role adapters, stage 1 as the trunk adapter, and the single-model baseline's (set `single`)
     files = {**{role: role for role in train.TEAM}, "stage1": "trunk", "baseline": "backbone"}
+    if only:
+        unknown = set(only) - set(files.values())
+        if unknown:
+            raise train.RecipeError(f"--only {','.join(sorted(unknown))}: expected some of {', '.join(files.values())}")
+        files = {name: role for name, role in files.items() if role in only}
     for need in (base_dir / "config.json", *(out / "peft" / r for r in files)):
         if not Path(need).exists():
             raise train.RecipeError(f"{need} is missing; run recipes/glpft/train.py first")
@@ -57,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", default=str(ROOT / "umi_edge" / "adapters"))
     ap.add_argument("--outtype", default="f16", help="GGUF adapter type (f32, f16, bf16, q8_0)")
     ap.add_argument("--force", action="store_true", help="overwrite adapters already in --dest")
+    ap.add_argument("--only", default="", help="a comma list of the adapters to ship (planner, caller, summarizer, "
+                                                "trunk, backbone), e.g. the team before the baseline has finished")
     args = ap.parse_args(argv)
     try:
-        shipped = ship(Path(args.out), Path(args.dest), args.outtype, args.force)
+        shipped = ship(Path(args.out), Path(args.dest), args.outtype, args.force,
+                       [x for x in args.only.split(",") if x] or None)
     except (train.RecipeError, ConvertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
