@@ -8,6 +8,7 @@ the caller would write it, parsed with the protocol's parser and run through `To
 the held-out task suite (`umi_edge/data/tasks/heldout.jsonl`) never appear.
 
     python recipes/glpft/generate.py --out recipes/glpft/out/data [--episodes 600] [--seed 0]
+    python recipes/glpft/generate.py --tasks 80 --seed 7 --episodes 1400 --out recipes/glpft/out/valid.jsonl
 """
 from __future__ import annotations
 
