@@ -68,6 +68,23 @@ class Episode:
         self.history: list[Turn] = [Turn("user", query)]
         self.samples: dict[str, list[dict]] = {r: [] for r in ROLES}
         self.calls: list[dict] = []
+        self.steps: list[str] = []
+        self.step = 0
+
+    def plan(self, *steps: str) -> None:
+        """Number the episode's tool steps. The first thought lists them ("Plan: 1. ...; 2. ..."), each call's
+        thought names its step ("Step 2 of 3: ...") and the conclusion says the last one is done, so the
+        planner reads from its own history how many calls remain instead of inferring it from the query."""
+        self.steps, self.step = list(steps), 0
+
+    def _numbered(self, thought: str, retry: bool) -> str:
+        if not self.steps:
+            return thought
+        self.step += not retry
+        head = f"Step {self.step} of {len(self.steps)}{' again' if retry else ''}: {thought}"
+        if len(self.history) > 1:
+            return head
+        return "Plan: " + "; ".join(f"{i}. {x}" for i, x in enumerate(self.steps, 1)) + ". " + head
 
     def _record(self, role: str, history: list[Turn], prompt: str, target: str) -> None:
         self.samples[role].append({"tools": self.docs, "history": [{"from": t.role, "value": t.text} for t in history],
@@ -79,8 +96,10 @@ class Episode:
         self._record("backbone", self.history, self.backbone.prompt(self.docs, self.history), backbone)
         return plan
 
-    def call(self, thought: str, tool: str, args: dict) -> dict | None:
-        """Plan + call + real observation; the tool's JSON result, or None when it reported a fault."""
+    def call(self, thought: str, tool: str, args: dict, retry: bool = False) -> dict | None:
+        """Plan + call + real observation; the tool's JSON result, or None when it reported a fault.
+        `retry`: this call redoes the current step (the last one failed)."""
+        thought = self._numbered(thought, retry)
         # one-line JSON: the runtime's default caller grammar admits no newlines inside the arguments
         call_text = f"Action: {tool}\nAction Input: {json.dumps(args)}"
         plan = self._plan(thought, "caller", backbone_target(thought + NEXT["caller"], call=call_text))
@@ -95,6 +114,9 @@ class Episode:
         return json.loads(result.text) if result.ok else None
 
     def conclude(self, thought: str, answer: str) -> None:
+        if self.steps:
+            n = len(self.steps)
+            thought = f"Step {n} of {n} is done, so I can give the final answer."
         plan = self._plan(thought, "conclusion", backbone_target(thought, answer=answer))
         self._record("summarizer", [*self.history, Turn("assistant", plan)],
                      self.proto.summarizer_prompt(self.history, plan), answer)
@@ -300,11 +322,12 @@ def calc_family(s: Slots):
     bad = kind == "pct" and s.rng.random() < 0.3
 
     def script(e: Episode):
+        e.plan(f"compute {expr} with the calculator")
         if bad:
             wrong = f"{fmt(p)} percent of {x}"
             e.call(f"I will use the calculator to compute {wrong}.", "calculator", {"expression": wrong})
             r = e.call("The calculator could not parse the words; I will write it as arithmetic: "
-                       f"{expr}.", "calculator", {"expression": expr})
+                       f"{expr}.", "calculator", {"expression": expr}, retry=True)
         else:
             r = e.call(s.pick([f"I need to compute {expr}, so I will call the calculator.",
                                f"This is arithmetic: I will ask the calculator for {expr}."]),
@@ -323,6 +346,7 @@ def convert_family(s: Slots):
     bad = BAD_UNITS.get(a) if s.rng.random() < 0.25 else None
 
     def script(e: Episode):
+        e.plan(f"convert {fmt(v)} {a} to {b} with convert_units")
         if bad:
             e.call(f"I will convert {fmt(v)} {qa} to {qb} with convert_units.", "convert_units",
                    {"value": v, "from_unit": bad, "to_unit": b})
@@ -331,7 +355,7 @@ def convert_family(s: Slots):
         else:
             thought = s.pick([f"I will convert {fmt(v)} {qa} to {qb} with convert_units.",
                               f"This is a unit conversion from {a} to {b}; I will call convert_units."])
-        r = e.call(thought, "convert_units", {"value": v, "from_unit": a, "to_unit": b})
+        r = e.call(thought, "convert_units", {"value": v, "from_unit": a, "to_unit": b}, retry=bool(bad))
         e.conclude("The conversion is done, so I can answer.", f"{fmt(v)} {qa} is {num(r['result'])} {qb}.")
     return q, script
 
@@ -349,6 +373,7 @@ def date_family(s: Slots):
                     "What is the number of days from {a} to {b}?",
                     "How long is it in days from {a} to {b}?"]).format(a=d1, b=d2)
         tool, args = "date_diff", {"start": d1, "end": d2}
+        step = f"count the days from {d1} to {d2} with date_diff"
         say = lambda r: f"There are {r['days']} days from {d1} to {d2}."  # noqa: E731
         bad_args = {"start": dt.date.fromisoformat(d1).strftime("%m/%d/%Y"), "end": d2}
     elif kind in ("add", "sub"):
@@ -362,6 +387,8 @@ def date_family(s: Slots):
                      "Which date was {n} days earlier than {d}?", "Go back {n} days from {d}: what date is it?",
                      "What was the date {n} days prior to {d}?"])).format(n=n, d=d1)
         tool, args = "date_add", {"date": d1, "days": days}
+        step = (f"add {n} days to {d1} with date_add" if days > 0 else
+                f"go back {n} days from {d1} with date_add, days = {days}")
         say = lambda r: f"{n} days {'after' if days > 0 else 'before'} {d1} is {r['result']} (a {r['weekday']})."
         bad_args = {"date": written, "days": days}
     else:
@@ -369,15 +396,17 @@ def date_family(s: Slots):
                     "What weekday is {d}?", "Which day of the week is {d}?", "Tell me the weekday of {d}.",
                     "Was {d} a Monday, a Friday, or some other day?"]).format(d=d1)
         tool, args, say = "weekday", {"date": d1}, lambda r: f"{d1} is a {r['weekday']}."
+        step = f"find the weekday of {d1} with weekday"
         bad_args = {"date": written}
 
     def script(e: Episode):
+        e.plan(step)
         if bad:
             e.call(f"I will call {tool} for this date question.", tool, bad_args)
             thought = f"The tool wants dates written YYYY-MM-DD; I will call {tool} again with {d1}."
         else:
             thought = f"I will call {tool} to answer this date question."
-        r = e.call(thought, tool, args)
+        r = e.call(thought, tool, args, retry=bad)
         e.conclude(f"{tool} gave the answer, so I can conclude.", say(r))
     return q, script
 
@@ -412,13 +441,14 @@ def country_family(s: Slots):
     bad = DEMONYMS.get(c["name"]) if s.rng.random() < 0.3 else None
 
     def script(e: Episode):
+        e.plan(f"look up {c['name']} with country_info")
         if bad:
             e.call(f"I will look up {c['name']} with country_info.", "country_info", {"country": bad})
             thought = f"country_info needs the country's name, not {bad!r}; I will call it with {c['name']!r}."
         else:
             thought = s.pick([f"I need facts about {c['name']}, so I will call country_info.",
                               f"country_info has the {fact.replace('_', ' ')} of {c['name']}; I will call it."])
-        r = e.call(thought, "country_info", {"country": c["name"]})
+        r = e.call(thought, "country_info", {"country": c["name"]}, retry=bool(bad))
         e.conclude(f"The country facts contain the {fact.replace('_', ' ')}, so I can answer.", say(c["name"], r))
     return q, script
 
@@ -448,6 +478,7 @@ def multi_family(s: Slots):
             l=" and ".join([", ".join(names[:-1]), names[-1]]))
 
         def script(e):
+            e.plan(*(f"look up {n} with country_info" for n in names), "add the populations with the calculator")
             rs = facts(e, names)
             r = calc(e, " + ".join(str(x["population"]) for x in rs), "Now I add the populations.")
             listed = " and ".join([", ".join(names[:-1]), names[-1]])
@@ -458,6 +489,7 @@ def multi_family(s: Slots):
                     "On average, how many people live on each square kilometer of {a}?"]).format(a=a)
 
         def script(e):
+            e.plan(f"look up {a} with country_info", "divide its population by its area with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} / {r0['area_km2']}", "Density is population divided by area.")
             e.conclude(done, f"The population density of {a} is about {num(r['result'])} people per km².")
@@ -471,6 +503,8 @@ def multi_family(s: Slots):
                     f"How many times bigger is the population of {a} than that of {b}?"])
 
         def script(e):
+            e.plan(f"look up {a} with country_info", f"look up {b} with country_info",
+                   f"divide {a}'s {what} by {b}'s with the calculator")
             r0, r1 = facts(e, [a, b])
             r = calc(e, f"{r0[key]} / {r1[key]}", f"I divide {a}'s {what} by {b}'s.")
             e.conclude(done, f"{a}'s {what} is {num(r['result'])} times {b}'s.")
@@ -480,6 +514,8 @@ def multi_family(s: Slots):
                     f"By how many people does {a}'s population exceed {b}'s?"])
 
         def script(e):
+            e.plan(f"look up {a} with country_info", f"look up {b} with country_info",
+                   f"subtract {b}'s population from {a}'s with the calculator")
             r0, r1 = facts(e, [a, b])
             r = calc(e, f"{r0['population']} - {r1['population']}", "I subtract the two populations.")
             e.conclude(done, f"The difference in population between {a} and {b} is {num(r['result'])}.")
@@ -492,6 +528,7 @@ def multi_family(s: Slots):
                     f"Suppose the population of {a} {'rises' if up else 'falls'} by {p}%. What is the new figure?"])
 
         def script(e):
+            e.plan(f"look up {a} with country_info", f"multiply its population by {f} with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} * {f}", f"A {p}% {'increase' if up else 'decrease'} multiplies by {f}.")
             e.conclude(done, f"{a}'s population would be {num(r['result'])}.")
@@ -502,6 +539,7 @@ def multi_family(s: Slots):
                     "Which day of the week comes {n} days after {d}?"]).format(n=n, d=d)
 
         def script(e):
+            e.plan(f"find the date {n} days after {d} with date_add", "find the weekday of that date with weekday")
             r0 = e.call(f"First I find the date {n} days after {d} with date_add.", "date_add", {"date": d, "days": n})
             r = e.call(f"The date is {r0['result']}; now I call weekday for it.", "weekday", {"date": r0["result"]})
             e.conclude(done, f"{n} days after {d} is {r['date']}, a {r['weekday']}.")
@@ -516,6 +554,7 @@ def multi_family(s: Slots):
                     f"How many {qy} is {v} {qx}, and how many {qz} is that?"])
 
         def script(e):
+            e.plan(f"convert {v} {x} to {y} with convert_units", f"convert that to {z} with convert_units")
             r0 = e.call(f"First I convert {v} {x} to {y}.", "convert_units", {"value": v, "from_unit": x, "to_unit": y})
             r = e.call(f"That is {num(r0['result'])} {y}; now I convert it to {z}.", "convert_units",
                        {"value": r0["result"], "from_unit": y, "to_unit": z})
@@ -526,6 +565,7 @@ def multi_family(s: Slots):
                     f"A train runs at {v} mph. Convert that to km/h and tell me how many km it covers in {h} hours."])
 
         def script(e):
+            e.plan(f"convert {v} mph to km/h with convert_units", f"multiply that by {h} hours with the calculator")
             r0 = e.call(f"First I convert {v} mph to km/h.", "convert_units",
                         {"value": v, "from_unit": "mph", "to_unit": "km/h"})
             r = calc(e, f"{r0['result']} * {h}", "Distance is speed times time.")
@@ -536,6 +576,7 @@ def multi_family(s: Slots):
                     f"Count the days from {d1} to {d2}, and tell me which day of the week {d2} is."])
 
         def script(e):
+            e.plan(f"count the days from {d1} to {d2} with date_diff", f"find the weekday of {d2} with weekday")
             r0 = e.call(f"First I count the days with date_diff.", "date_diff", {"start": d1, "end": d2})
             r = e.call(f"Now I find the weekday of {d2}.", "weekday", {"date": d2})
             e.conclude(done, f"There are {r0['days']} days from {d1} to {d2}, and {d2} is a {r['weekday']}.")
@@ -545,6 +586,7 @@ def multi_family(s: Slots):
                     f"Add {p}% of {fmt(x)} to the population of {a}."])
 
         def script(e):
+            e.plan(f"look up {a} with country_info", f"add {p}% of {x} to its population with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{p} / 100 * {x} + {r0['population']}", f"I add {p}% of {x} to the population.")
             e.conclude(done, f"{p}% of {fmt(x)} plus the population of {a} is {num(r['result'])}.")
@@ -552,6 +594,7 @@ def multi_family(s: Slots):
         q = f"What is the capital of {a} and how many people live in {a} per square kilometer?"
 
         def script(e):
+            e.plan(f"look up {a} with country_info", "divide its population by its area with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} / {r0['area_km2']}", "Density is population divided by area.")
             e.conclude(done, f"The capital of {a} is {r0['capital']}, and {a} has about {num(r['result'])} "
@@ -568,6 +611,7 @@ def give_up_family(s: Slots):
         q = s.pick(["What is the capital of {n}?", "What is the population of {n}?"]).format(n=name)
 
         def script(e):
+            e.plan(f"look up {name} with country_info")
             e.call(f"I will look up {name} with country_info.", "country_info", {"country": name})
             e.give_up(f"{name} is not in the country table, and no other tool has this fact, so I cannot answer.")
         return q, script
@@ -587,6 +631,7 @@ def list_family(s: Slots):
     q = s.pick(["Which countries in the table are in {c}?", "List the countries of {c} you know about."]).format(c=cont)
 
     def script(e):
+        e.plan(f"list the countries of {cont} with list_countries")
         r = e.call(f"list_countries can filter by continent; I will call it with {cont}.", "list_countries",
                    {"continent": cont})
         e.conclude("I have the list, so I can answer.", f"The countries in {cont} are: {', '.join(r['countries'])}.")
@@ -595,8 +640,8 @@ def list_family(s: Slots):
 
 # family -> weight (share of episodes)
 FAMILIES: dict[str, tuple[Callable, float]] = {
-    "calc": (calc_family, 0.17), "convert": (convert_family, 0.15), "date": (date_family, 0.14),
-    "country": (country_family, 0.12), "multi": (multi_family, 0.28), "give_up": (give_up_family, 0.11),
+    "calc": (calc_family, 0.15), "convert": (convert_family, 0.13), "date": (date_family, 0.13),
+    "country": (country_family, 0.12), "multi": (multi_family, 0.30), "give_up": (give_up_family, 0.14),
     "list": (list_family, 0.03),
 }
 

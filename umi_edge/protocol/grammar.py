@@ -193,7 +193,7 @@ def route_grammar() -> str:
 
 
 
-THOUGHT_CHARS = 160   # backbone thought bound: our generated thoughts are <= 103 chars (one line each)
+THOUGHT_CHARS = 320   # backbone thought bound: our generated thoughts are <= 249 chars (one line each; a plan)
 
 
 def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, thought_chars: int = THOUGHT_CHARS,
