@@ -194,3 +194,34 @@ def test_validation_tasks_are_new_queries_whose_checks_pass_on_the_reference_run
         # and the checks bite: without the answer, or without the calls, the task fails
         assert check_answer(task, "I do not know.", calls) is not None
         assert check_answer(task, answer, []) is not None
+
+
+def test_plans_number_the_steps_so_the_planner_can_count_what_remains():
+    """Each episode with tool steps opens with its plan; every call names its step, a retry repeats it and
+    the conclusion names the last one; an impossible request has no plan."""
+    import re
+    seen = {"multi": 0, "retry": 0, "give_up": 0}
+    for e in generate.episodes(300, seed=1):
+        thoughts = [r["target"].rsplit("\n Next: ", 1)[0] for r in e.samples["planner"]]
+        head = re.match(r"Plan: ((?:\d+\. [^;]+; )*\d+\. [^;]+)\. Step 1 of (\d+): ", thoughts[0])
+        if head is None:
+            assert not e.calls and e.samples["planner"][-1]["target"].endswith("Next: give up."), thoughts[0]
+            seen["give_up"] += 1
+            continue
+        n = int(head.group(2))
+        assert [int(x) for x in re.findall(r"(?:^|; )(\d+)\. ", head.group(1))] == list(range(1, n + 1))
+        assert len({c["tool"] for c in e.calls}) <= n
+        step = 1
+        for t, call in zip(thoughts[1:], e.calls):
+            again = call["ok"] is False
+            m = re.match(r"Step (\d+) of (\d+)( again)?: ", t)
+            if t.startswith(f"Step {n} of {n} is done") or not m:
+                break
+            assert int(m.group(2)) == n and int(m.group(1)) == (step if again else step + 1), (t, e.query)
+            seen["retry"] += again
+            step = int(m.group(1))
+        if e.samples["summarizer"]:
+            assert thoughts[-1] == f"Step {n} of {n} is done, so I can give the final answer."
+            assert step == n and sum(c["ok"] for c in e.calls) == n, e.query
+        seen["multi"] += n > 1
+    assert all(seen.values()), seen
