@@ -113,10 +113,10 @@ class Episode:
         self.history.extend(self.proto.step_turns(plan, call_text, observation))
         return json.loads(result.text) if result.ok else None
 
-    def conclude(self, thought: str, answer: str) -> None:
-        if self.steps:
-            n = len(self.steps)
-            thought = f"Step {n} of {n} is done, so I can give the final answer."
+    def conclude(self, answer: str) -> None:
+        """The planner's last thought names the plan's last step done; the summarizer writes `answer`."""
+        n = len(self.steps)
+        thought = f"Step {n} of {n} is done, so I can give the final answer."
         plan = self._plan(thought, "conclusion", backbone_target(thought, answer=answer))
         self._record("summarizer", [*self.history, Turn("assistant", plan)],
                      self.proto.summarizer_prompt(self.history, plan), answer)
@@ -332,7 +332,7 @@ def calc_family(s: Slots):
             r = e.call(s.pick([f"I need to compute {expr}, so I will call the calculator.",
                                f"This is arithmetic: I will ask the calculator for {expr}."]),
                        "calculator", {"expression": expr})
-        e.conclude("The calculator returned the result, so I can answer.", say.format(r=num(r["result"])))
+        e.conclude(say.format(r=num(r["result"])))
     return q, script
 
 
@@ -356,7 +356,7 @@ def convert_family(s: Slots):
             thought = s.pick([f"I will convert {fmt(v)} {qa} to {qb} with convert_units.",
                               f"This is a unit conversion from {a} to {b}; I will call convert_units."])
         r = e.call(thought, "convert_units", {"value": v, "from_unit": a, "to_unit": b}, retry=bool(bad))
-        e.conclude("The conversion is done, so I can answer.", f"{fmt(v)} {qa} is {num(r['result'])} {qb}.")
+        e.conclude(f"{fmt(v)} {qa} is {num(r['result'])} {qb}.")
     return q, script
 
 
@@ -407,7 +407,7 @@ def date_family(s: Slots):
         else:
             thought = f"I will call {tool} to answer this date question."
         r = e.call(thought, tool, args, retry=bad)
-        e.conclude(f"{tool} gave the answer, so I can conclude.", say(r))
+        e.conclude(say(r))
     return q, script
 
 
@@ -449,7 +449,7 @@ def country_family(s: Slots):
             thought = s.pick([f"I need facts about {c['name']}, so I will call country_info.",
                               f"country_info has the {fact.replace('_', ' ')} of {c['name']}; I will call it."])
         r = e.call(thought, "country_info", {"country": c["name"]}, retry=bool(bad))
-        e.conclude(f"The country facts contain the {fact.replace('_', ' ')}, so I can answer.", say(c["name"], r))
+        e.conclude(say(c["name"], r))
     return q, script
 
 
@@ -469,7 +469,6 @@ def multi_family(s: Slots):
     def calc(e, expr, why):
         return e.call(f"{why} I will compute {expr} with the calculator.", "calculator", {"expression": expr})
 
-    done = "I have everything needed, so I can give the final answer."
     if kind in ("sum2", "sum3"):
         names = [a, b] if kind == "sum2" else [a, b, c]
         q = s.pick(["What is the combined population of {l}?", "How many people live in {l} together?",
@@ -482,7 +481,7 @@ def multi_family(s: Slots):
             rs = facts(e, names)
             r = calc(e, " + ".join(str(x["population"]) for x in rs), "Now I add the populations.")
             listed = " and ".join([", ".join(names[:-1]), names[-1]])
-            e.conclude(done, f"The combined population of {listed} is {num(r['result'])}.")
+            e.conclude(f"The combined population of {listed} is {num(r['result'])}.")
     elif kind == "density":
         q = s.pick(["What is the population density of {a} in people per square kilometer?",
                     "How many people per km² live in {a}?", "How densely populated is {a}?",
@@ -492,7 +491,7 @@ def multi_family(s: Slots):
             e.plan(f"look up {a} with country_info", "divide its population by its area with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} / {r0['area_km2']}", "Density is population divided by area.")
-            e.conclude(done, f"The population density of {a} is about {num(r['result'])} people per km².")
+            e.conclude(f"The population density of {a} is about {num(r['result'])} people per km².")
     elif kind == "ratio":
         what = s.pick(["area", "population"])
         key = "area_km2" if what == "area" else "population"
@@ -507,7 +506,7 @@ def multi_family(s: Slots):
                    f"divide {a}'s {what} by {b}'s with the calculator")
             r0, r1 = facts(e, [a, b])
             r = calc(e, f"{r0[key]} / {r1[key]}", f"I divide {a}'s {what} by {b}'s.")
-            e.conclude(done, f"{a}'s {what} is {num(r['result'])} times {b}'s.")
+            e.conclude(f"{a}'s {what} is {num(r['result'])} times {b}'s.")
     elif kind == "diff":
         q = s.pick([f"What is the difference in population between {a} and {b}?",
                     f"How many more people live in {a} than in {b}?",
@@ -518,7 +517,7 @@ def multi_family(s: Slots):
                    f"subtract {b}'s population from {a}'s with the calculator")
             r0, r1 = facts(e, [a, b])
             r = calc(e, f"{r0['population']} - {r1['population']}", "I subtract the two populations.")
-            e.conclude(done, f"The difference in population between {a} and {b} is {num(r['result'])}.")
+            e.conclude(f"The difference in population between {a} and {b} is {num(r['result'])}.")
     elif kind == "growth":
         p = s.pick([1, 2, 3, 5, 10])
         up = s.rng.random() < 0.6
@@ -531,7 +530,7 @@ def multi_family(s: Slots):
             e.plan(f"look up {a} with country_info", f"multiply its population by {f} with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} * {f}", f"A {p}% {'increase' if up else 'decrease'} multiplies by {f}.")
-            e.conclude(done, f"{a}'s population would be {num(r['result'])}.")
+            e.conclude(f"{a}'s population would be {num(r['result'])}.")
     elif kind == "weekday_after":
         d, n = s.date(), s.int(1, 400)
         q = s.pick(["What day of the week is {n} days after {d}?", "Which weekday falls {n} days after {d}?",
@@ -542,7 +541,7 @@ def multi_family(s: Slots):
             e.plan(f"find the date {n} days after {d} with date_add", "find the weekday of that date with weekday")
             r0 = e.call(f"First I find the date {n} days after {d} with date_add.", "date_add", {"date": d, "days": n})
             r = e.call(f"The date is {r0['result']}; now I call weekday for it.", "weekday", {"date": r0["result"]})
-            e.conclude(done, f"{n} days after {d} is {r['date']}, a {r['weekday']}.")
+            e.conclude(f"{n} days after {d} is {r['date']}, a {r['weekday']}.")
     elif kind == "conv_chain":
         v = s.int(1, 100)
         (x, qx), (y, qy), (z, qz) = s.pick([(("km", "kilometers"), ("mi", "miles"), ("ft", "feet")),
@@ -558,7 +557,7 @@ def multi_family(s: Slots):
             r0 = e.call(f"First I convert {v} {x} to {y}.", "convert_units", {"value": v, "from_unit": x, "to_unit": y})
             r = e.call(f"That is {num(r0['result'])} {y}; now I convert it to {z}.", "convert_units",
                        {"value": r0["result"], "from_unit": y, "to_unit": z})
-            e.conclude(done, f"{v} {qx} is {num(r0['result'])} {qy}, which is {num(r['result'])} {qz}.")
+            e.conclude(f"{v} {qx} is {num(r0['result'])} {qy}, which is {num(r['result'])} {qz}.")
     elif kind == "conv_calc":
         v, h = s.int(20, 90), s.int(2, 8)
         q = s.pick([f"A car drives at {v} mph. What is that in km/h, and how far in km does it go in {h} hours?",
@@ -569,7 +568,7 @@ def multi_family(s: Slots):
             r0 = e.call(f"First I convert {v} mph to km/h.", "convert_units",
                         {"value": v, "from_unit": "mph", "to_unit": "km/h"})
             r = calc(e, f"{r0['result']} * {h}", "Distance is speed times time.")
-            e.conclude(done, f"{v} mph is {num(r0['result'])} km/h; in {h} hours the car goes {num(r['result'])} km.")
+            e.conclude(f"{v} mph is {num(r0['result'])} km/h; in {h} hours the car goes {num(r['result'])} km.")
     elif kind == "days_weekday":
         d1, d2 = sorted([s.date(), s.date()])
         q = s.pick([f"How many days are there from {d1} to {d2}, and what weekday is {d2}?",
@@ -579,7 +578,7 @@ def multi_family(s: Slots):
             e.plan(f"count the days from {d1} to {d2} with date_diff", f"find the weekday of {d2} with weekday")
             r0 = e.call(f"First I count the days with date_diff.", "date_diff", {"start": d1, "end": d2})
             r = e.call(f"Now I find the weekday of {d2}.", "weekday", {"date": d2})
-            e.conclude(done, f"There are {r0['days']} days from {d1} to {d2}, and {d2} is a {r['weekday']}.")
+            e.conclude(f"There are {r0['days']} days from {d1} to {d2}, and {d2} is a {r['weekday']}.")
     elif kind == "pct_pop":
         p, x = s.pick([5, 10, 15, 20, 25]), s.int(100, 9000)
         q = s.pick([f"What is {p}% of {fmt(x)} plus the population of {a}?",
@@ -589,7 +588,7 @@ def multi_family(s: Slots):
             e.plan(f"look up {a} with country_info", f"add {p}% of {x} to its population with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{p} / 100 * {x} + {r0['population']}", f"I add {p}% of {x} to the population.")
-            e.conclude(done, f"{p}% of {fmt(x)} plus the population of {a} is {num(r['result'])}.")
+            e.conclude(f"{p}% of {fmt(x)} plus the population of {a} is {num(r['result'])}.")
     else:
         q = f"What is the capital of {a} and how many people live in {a} per square kilometer?"
 
@@ -597,7 +596,7 @@ def multi_family(s: Slots):
             e.plan(f"look up {a} with country_info", "divide its population by its area with the calculator")
             (r0,) = facts(e, [a])
             r = calc(e, f"{r0['population']} / {r0['area_km2']}", "Density is population divided by area.")
-            e.conclude(done, f"The capital of {a} is {r0['capital']}, and {a} has about {num(r['result'])} "
+            e.conclude(f"The capital of {a} is {r0['capital']}, and {a} has about {num(r['result'])} "
                              "people per km².")
     return q, script
 
@@ -634,7 +633,7 @@ def list_family(s: Slots):
         e.plan(f"list the countries of {cont} with list_countries")
         r = e.call(f"list_countries can filter by continent; I will call it with {cont}.", "list_countries",
                    {"continent": cont})
-        e.conclude("I have the list, so I can answer.", f"The countries in {cont} are: {', '.join(r['countries'])}.")
+        e.conclude(f"The countries in {cont} are: {', '.join(r['countries'])}.")
     return q, script
 
 
