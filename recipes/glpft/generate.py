@@ -73,16 +73,18 @@ class Episode:
 
     def plan(self, *steps: str) -> None:
         """Number the episode's tool steps. The first thought lists them ("Plan: 1. ...; 2. ..."), each call's
-        thought names its step ("Step 2 of 3: ...") and the conclusion says the last one is done, so the
-        planner reads from its own history how many calls remain instead of inferring it from the query."""
+        thought names its step ("Step 2 of 3: ...", "again" after a failed call) and the conclusion says the last
+        one is done, so the planner reads from its own history how many calls remain instead of inferring it
+        from the query."""
         self.steps, self.step = list(steps), 0
 
-    def _numbered(self, thought: str, retry: bool) -> str:
+    def _numbered(self, thought: str) -> str:
         if not self.steps:
             return thought
+        retry = bool(self.calls) and not self.calls[-1]["ok"]  # a call after a tool error redoes its step
         self.step += not retry
         head = f"Step {self.step} of {len(self.steps)}{' again' if retry else ''}: {thought}"
-        if len(self.history) > 1:
+        if self.calls:
             return head
         return "Plan: " + "; ".join(f"{i}. {x}" for i, x in enumerate(self.steps, 1)) + ". " + head
 
@@ -96,10 +98,9 @@ class Episode:
         self._record("backbone", self.history, self.backbone.prompt(self.docs, self.history), backbone)
         return plan
 
-    def call(self, thought: str, tool: str, args: dict, retry: bool = False) -> dict | None:
-        """Plan + call + real observation; the tool's JSON result, or None when it reported a fault.
-        `retry`: this call redoes the current step (the last one failed)."""
-        thought = self._numbered(thought, retry)
+    def call(self, thought: str, tool: str, args: dict) -> dict | None:
+        """Plan + call + real observation; the tool's JSON result, or None when it reported a fault."""
+        thought = self._numbered(thought)
         # one-line JSON: the runtime's default caller grammar admits no newlines inside the arguments
         call_text = f"Action: {tool}\nAction Input: {json.dumps(args)}"
         plan = self._plan(thought, "caller", backbone_target(thought + NEXT["caller"], call=call_text))
@@ -327,7 +328,7 @@ def calc_family(s: Slots):
             wrong = f"{fmt(p)} percent of {x}"
             e.call(f"I will use the calculator to compute {wrong}.", "calculator", {"expression": wrong})
             r = e.call("The calculator could not parse the words; I will write it as arithmetic: "
-                       f"{expr}.", "calculator", {"expression": expr}, retry=True)
+                       f"{expr}.", "calculator", {"expression": expr})
         else:
             r = e.call(s.pick([f"I need to compute {expr}, so I will call the calculator.",
                                f"This is arithmetic: I will ask the calculator for {expr}."]),
@@ -355,7 +356,7 @@ def convert_family(s: Slots):
         else:
             thought = s.pick([f"I will convert {fmt(v)} {qa} to {qb} with convert_units.",
                               f"This is a unit conversion from {a} to {b}; I will call convert_units."])
-        r = e.call(thought, "convert_units", {"value": v, "from_unit": a, "to_unit": b}, retry=bool(bad))
+        r = e.call(thought, "convert_units", {"value": v, "from_unit": a, "to_unit": b})
         e.conclude(f"{fmt(v)} {qa} is {num(r['result'])} {qb}.")
     return q, script
 
@@ -406,7 +407,7 @@ def date_family(s: Slots):
             thought = f"The tool wants dates written YYYY-MM-DD; I will call {tool} again with {d1}."
         else:
             thought = f"I will call {tool} to answer this date question."
-        r = e.call(thought, tool, args, retry=bad)
+        r = e.call(thought, tool, args)
         e.conclude(say(r))
     return q, script
 
@@ -448,7 +449,7 @@ def country_family(s: Slots):
         else:
             thought = s.pick([f"I need facts about {c['name']}, so I will call country_info.",
                               f"country_info has the {fact.replace('_', ' ')} of {c['name']}; I will call it."])
-        r = e.call(thought, "country_info", {"country": c["name"]}, retry=bool(bad))
+        r = e.call(thought, "country_info", {"country": c["name"]})
         e.conclude(say(c["name"], r))
     return q, script
 
