@@ -319,3 +319,63 @@ def test_trunk_mode_training_matches_the_runtime_trunk(tmp_path, smollm2_gguf):
     assert corr(hf_trunk, cpp_trunk) > 0.99 and hf_trunk.argmax() == cpp_trunk.argmax()
     assert np.abs(hf_trunk - hf_full).max() > 1                        # the trunk's adapter matters...
     assert corr(hf_trunk - hf_full, cpp_trunk - cpp_full) > 0.9        # ...the same way in both
+
+
+def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, capsys):
+    """train_lora with a checkpoint: a run killed after step 3 and started again ends with exactly the LoRA,
+    loss log and checkpoint-free state of an unbroken run; another run's checkpoint is refused."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    w0 = LlamaForCausalLM(config).state_dict()
+    cfg = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]},
+           "train": {"seed": 0, "batch": 2, "warmup": 2, "bf16": False, "shared_prefix": False,
+                     "checkpoint_every": 2}}
+    rnd = torch.Generator().manual_seed(1)
+    samples = []
+    for n in (9, 12, 7, 15, 10):  # (ids, labels, trunk): the loss on the second half of each sequence
+        ids = torch.randint(1, 64, (n,), generator=rnd).tolist()
+        samples.append((ids, [train.IGNORE] * (n // 2) + ids[n // 2:], 0))
+
+    class Killed(Exception):
+        pass
+
+    class DiesAt(list):  # a loss log whose append kills the run at a given step
+        def __init__(self, step):
+            super().__init__()
+            self.step = step
+
+        def append(self, row):
+            if row["step"] == self.step:
+                raise Killed
+            super().append(row)
+
+    def fit(log, ckpt, steps=6):
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(w0)
+        pm = train.train_lora(model, samples, lcfg=train.lora_config(cfg), steps=steps, lr=1e-2, cfg=cfg, log=log,
+                              stage="stage1", role="all", ckpt=ckpt)
+        return train.lora_state(pm)
+
+    unbroken_log: list = []
+    unbroken = fit(unbroken_log, None)
+    ckpt = tmp_path / "stage1.pt"
+    with pytest.raises(Killed):
+        fit(DiesAt(5), ckpt)            # steps 1-4 ran; the last checkpoint is step 4
+    assert torch.load(ckpt, weights_only=True)["step"] == 4
+    capsys.readouterr()
+    log: list = []
+    resumed = fit(log, ckpt)
+    printed = capsys.readouterr().out
+    assert "resumed at step 4/6" in printed and " step    5/6 " in printed and " step    4/6 " not in printed
+    assert [r["step"] for r in log] == list(range(1, 7))
+    assert [r["loss"] for r in log] == [r["loss"] for r in unbroken_log]
+    assert resumed.keys() == unbroken.keys()
+    for k in unbroken:
+        assert torch.equal(resumed[k], unbroken[k]), k
+    assert any(v.abs().max() > 0 for k, v in unbroken.items() if "lora_B" in k)  # it did train
+    with pytest.raises(train.RecipeError, match="another stage1/all run"):
+        fit([], ckpt, steps=7)          # a different budget must not pick up this state

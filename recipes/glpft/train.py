@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import hashlib
 import inspect
 import json
 import math
@@ -149,12 +150,15 @@ def lora_config(cfg: dict, rank: int | None = None):
 
 
 def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: list, stage: str, role: str,
-               device: str = "cpu", trunk: bool = False):
+               device: str = "cpu", trunk: bool = False, ckpt: Path | None = None):
     """Attach a fresh LoRA to `model` and train it; returns the PEFT model (LoRA still separate).
 
     With `trunk`, each sample's trunk (its first `trunk` ids: tool docs and history) runs without the new LoRA
     and without gradient, and only the rest (the role's instructions, cue and target) runs under it: the way
-    the runtime evaluates a shared trunk under the stage-1 adapter and each role's tail under its own."""
+    the runtime evaluates a shared trunk under the stage-1 adapter and each role's tail under its own.
+
+    With `ckpt`, the whole training state is saved there every `train.checkpoint_every` steps (and at the
+    end), and a run that finds it resumes from it: the same steps, samples and updates as an unbroken run."""
     import torch
     import torch.nn.functional as F
     from peft import get_peft_model
@@ -201,9 +205,17 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
     if trunk and prefix:
         with torch.no_grad(), autocast(), pm.disable_adapter():
             fixed = run(prefix, None)[1]
+    key = {"stage": stage, "role": role, "steps": steps, "lr": lr, "rank": lcfg.r, "batch": t["batch"],
+           "seed": t["seed"], "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
+    done, elapsed, mine = 0, 0.0, []
+    if ckpt is not None and ckpt.exists():
+        done, elapsed, order, mine = resume(ckpt, key, pm, opt, sched, rng)
+        log.extend(mine)
+        print(f"{stage:8s} {role:10s} resumed at step {done}/{steps} from {ckpt}", flush=True)
+    every = t.get("checkpoint_every", 0) if ckpt is not None else 0
     pm.train()
-    t0 = time.monotonic()
-    for step in range(1, steps + 1):
+    t0 = time.monotonic() - elapsed
+    for step in range(done + 1, steps + 1):
         batch = []
         for _ in range(t["batch"]):
             if not order:
@@ -238,12 +250,39 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
         opt.zero_grad(set_to_none=True)
         if not math.isfinite(total):
             raise RecipeError(f"{stage}/{role}: loss is {total} at step {step}; lower the learning rate")
-        log.append({"stage": stage, "role": role, "step": step, "loss": round(total, 5), "target_tokens": n_target,
-                    "lr": sched.get_last_lr()[0], "seconds": round(time.monotonic() - t0, 2)})
+        mine.append({"stage": stage, "role": role, "step": step, "loss": round(total, 5), "target_tokens": n_target,
+                     "lr": sched.get_last_lr()[0], "seconds": round(time.monotonic() - t0, 2)})
+        log.append(mine[-1])
         print(f"{stage:8s} {role:10s} step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s",
               flush=True)
+        if every and (step % every == 0 or step == steps):
+            torch.save({"key": key, "step": step, "lora": lora_state(pm), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": rng.getstate(), "order": order, "log": mine,
+                        "seconds": time.monotonic() - t0}, ckpt.with_suffix(".tmp"))
+            os.replace(ckpt.with_suffix(".tmp"), ckpt)
     pm.eval()
     return pm
+
+
+def resume(ckpt: Path, key: dict, pm, opt, sched, rng):
+    """Load a train_lora checkpoint into the fresh LoRA, optimizer, schedule and sampler; returns (steps done,
+    seconds spent, the sampler's remaining order, the loss log so far). Tensors only: nothing in it runs."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    try:
+        state = torch.load(ckpt, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise RecipeError(f"{ckpt}: cannot read this checkpoint ({type(e).__name__}); delete it to start over")
+    if state.get("key") != key:
+        raise RecipeError(f"{ckpt}: the checkpoint of another {key['stage']}/{key['role']} run (config or data "
+                          f"changed); delete it to start this one over")
+    set_peft_model_state_dict(pm, state["lora"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    version, internal, gauss = state["rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    return state["step"], state["seconds"], list(state["order"]), list(state["log"])
 
 
 def shared_prefix(seqs, minimum: int = 64) -> list[int]:
@@ -394,9 +433,11 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
             del model
             model = load_model(gguf).to(device)  # the baseline starts from the original base, like stage 1
         pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"],
-                        lr=b["lr"], cfg=cfg, log=log, stage="baseline", role="backbone", device=device)
+                        lr=b["lr"], cfg=cfg, log=log, stage="baseline", role="backbone", device=device,
+                        ckpt=checkpoint(out, "baseline"))
         save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
                   targets=targets, base_dir=base_dir)
+        checkpoint(out, "baseline").unlink(missing_ok=True)
         peft_dirs["baseline"] = out / "peft" / "baseline"
         export(["baseline"])
 
@@ -422,6 +463,12 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     return summary
 
 
+def checkpoint(out: Path, unit: str) -> Path:
+    """Where a unit's training state is kept while it trains (removed once its adapter is saved)."""
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return out / "checkpoints" / f"{unit}.pt"
+
+
 def parse_part(part: str) -> set[str]:
     """--part → what to train: "all", "team", "baseline", or a comma list of stage1 / planner / caller /
     summarizer / baseline."""
@@ -443,10 +490,11 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
     if stage1_too:
         team = [s for role in TEAM for s in samples[role]]
         pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
-                        log=log, stage="stage1", role="all", device=device)
+                        log=log, stage="stage1", role="all", device=device, ckpt=checkpoint(out, "stage1"))
         stage1 = lora_state(pm)
         save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
                   base_dir=base_dir)
+        checkpoint(out, "stage1").unlink(missing_ok=True)
     else:
         stage1, pm = load_stage1(model, out / "peft" / "stage1", cfg)
     peft_dirs["trunk"] = out / "peft" / "stage1"     # exported as the trunk adapter
@@ -454,9 +502,10 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
     for role in roles:
         pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"][role],
                         lr=cfg["stage2"]["lr"], cfg=cfg, log=log, stage="stage2", role=role, device=device,
-                        trunk=cfg["stage2"].get("trunk", False))
+                        trunk=cfg["stage2"].get("trunk", False), ckpt=checkpoint(out, role))
         both = combine(stage1, scale, lora_state(pm), scale)
         save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
+        checkpoint(out, role).unlink(missing_ok=True)
         peft_dirs[role] = out / "peft" / role
         model = pm.unload()
     return model
@@ -513,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or HERE / ("out-smoke" if args.smoke else "out"))
         if args.smoke:
             shutil.rmtree(out / "peft", ignore_errors=True)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
         summary = run(cfg, out, gguf=base_gguf(cfg, args.base_gguf), smoke=args.smoke,
                       device=args.device, part=args.part)
     except RecipeError as e:
