@@ -379,3 +379,55 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, capsys):
     assert any(v.abs().max() > 0 for k, v in unbroken.items() if "lora_B" in k)  # it did train
     with pytest.raises(train.RecipeError, match="another stage1/all run"):
         fit([], ckpt, steps=7)          # a different budget must not pick up this state
+
+
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)
+TINY_CFG = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]},
+            "train": {"seed": 0, "batch": 4, "warmup": 2, "bf16": False, "shared_prefix": False}}
+
+
+def _tiny_fit(rank: int, world: int, port: int, folder: str) -> None:
+    """One training process of test_workers_split_the_batch (spawned: module level, so it pickles)."""
+    import torch
+    import torch.distributed as dist
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**TINY))
+    rnd = torch.Generator().manual_seed(1)
+    samples = []
+    for n in (9, 12, 7, 15, 10, 11, 8):
+        ids = torch.randint(1, 64, (n,), generator=rnd).tolist()
+        samples.append((ids, [train.IGNORE] * (n // 2) + ids[n // 2:], 0))
+    log: list = []
+    pm = train.train_lora(model, samples, lcfg=train.lora_config(TINY_CFG), steps=5, lr=1e-2, cfg=TINY_CFG,
+                          log=log, stage="stage1", role="all")
+    if rank == 0:
+        torch.save({"lora": train.lora_state(pm), "loss": [r["loss"] for r in log]}, f"{folder}/w{world}.pt")
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_workers_split_the_batch_and_train_the_same_adapter(tmp_path):
+    """--workers: two processes, each on half of every batch with summed gradients, train the adapter one
+    process trains (up to float summation order)."""
+    import socket
+
+    torch = pytest.importorskip("torch")
+    import torch.multiprocessing as mp
+
+    _tiny_fit(0, 1, 0, str(tmp_path))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_tiny_fit, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    one, two = (torch.load(tmp_path / f"w{n}.pt", weights_only=True) for n in (1, 2))
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    assert one["lora"].keys() == two["lora"].keys()
+    for k, v in one["lora"].items():
+        assert torch.allclose(two["lora"][k], v, rtol=1e-4, atol=1e-6), k
+    assert any(v.abs().max() > 0 for k, v in one["lora"].items() if "lora_B" in k)  # it did train

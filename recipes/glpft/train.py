@@ -166,6 +166,7 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
     t = cfg["train"]
     if not samples:
         raise RecipeError(f"{stage}/{role}: no training samples")
+    rank, world = worker()
     torch.manual_seed(t["seed"])
     pm = get_peft_model(model, lcfg)
     params = [p for p in pm.parameters() if p.requires_grad]
@@ -211,8 +212,9 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
     if ckpt is not None and ckpt.exists():
         done, elapsed, order, mine = resume(ckpt, key, pm, opt, sched, rng)
         log.extend(mine)
-        print(f"{stage:8s} {role:10s} resumed at step {done}/{steps} from {ckpt}", flush=True)
-    every = t.get("checkpoint_every", 0) if ckpt is not None else 0
+        if rank == 0:
+            print(f"{stage:8s} {role:10s} resumed at step {done}/{steps} from {ckpt}", flush=True)
+    every = t.get("checkpoint_every", 0) if ckpt is not None and rank == 0 else 0
     pm.train()
     t0 = time.monotonic() - elapsed
     for step in range(done + 1, steps + 1):
@@ -228,7 +230,7 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
         if cache is None and prefix and any(ids[:len(prefix)] == prefix for ids, _, _ in batch):
             with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current LoRA
                 cache = run(prefix, None)[1]
-        for ids, labels, tr in batch:
+        for ids, labels, tr in batch[rank::world]:   # with workers, each takes its share of the batch
             start = len(prefix) if cache is not None and ids[:len(prefix)] == prefix else 0
             kv = copy.deepcopy(cache) if start else None
             if trunk and tr > start:
@@ -244,6 +246,8 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
             loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
             loss.backward()
             total += loss.item()
+        if world > 1:
+            total = all_reduce_grads(params, total)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
@@ -253,8 +257,9 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
         mine.append({"stage": stage, "role": role, "step": step, "loss": round(total, 5), "target_tokens": n_target,
                      "lr": sched.get_last_lr()[0], "seconds": round(time.monotonic() - t0, 2)})
         log.append(mine[-1])
-        print(f"{stage:8s} {role:10s} step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s",
-              flush=True)
+        if rank == 0:
+            print(f"{stage:8s} {role:10s} step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s",
+                  flush=True)
         if every and (step % every == 0 or step == steps):
             torch.save({"key": key, "step": step, "lora": lora_state(pm), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "rng": rng.getstate(), "order": order, "log": mine,
@@ -262,6 +267,31 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
             os.replace(ckpt.with_suffix(".tmp"), ckpt)
     pm.eval()
     return pm
+
+
+def worker() -> tuple[int, int]:
+    """(rank, world size) of this training process: (0, 1) unless train.py runs with --workers N."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_grads(params, total: float) -> float:
+    """Sum the workers' gradients (and batch losses) in one flat all-reduce: every worker then holds the
+    gradient of the whole batch, and the identical optimizer steps keep their weights identical."""
+    import torch
+    import torch.distributed as dist
+
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                     + [torch.tensor([total], dtype=params[0].dtype, device=params[0].device)])
+    dist.all_reduce(flat)
+    i = 0
+    for p in params:
+        p.grad = flat[i:i + p.numel()].view_as(p).clone()
+        i += p.numel()
+    return float(flat[-1])
 
 
 def resume(ckpt: Path, key: dict, pm, opt, sched, rng):
@@ -396,9 +426,10 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
 
     t0 = time.monotonic()
     torch.set_num_threads(cfg["train"]["threads"])
+    lead = worker()[0] == 0   # with --workers, only the first process writes files
     out.mkdir(parents=True, exist_ok=True)
     data = generate.build(cfg["data"]["episodes"], cfg["data"]["seed"])
-    counts = generate.write(data, out / "data")
+    counts = generate.write(data, out / "data") if lead else {}
     max_len = cfg["train"]["max_len"]
     samples = {role: encode_records(data[role], gguf, max_len, role) for role in (*TEAM, "backbone")}
     lengths = [len(ids) for role in samples for ids, *_ in samples[role]]
@@ -406,15 +437,18 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     suffix = "" if part == "all" else "-" + part.replace(",", "+")
     model = load_model(gguf).to(device)
     base_dir = out / "base_config"
-    model.config.save_pretrained(base_dir)  # convert_lora needs the base's config.json only
+    if lead:
+        model.config.save_pretrained(base_dir)  # convert_lora needs the base's config.json only
     log: list = []
     rank, targets, b = cfg["lora"]["rank"], cfg["lora"]["target_modules"], cfg["baseline"]
     peft_dirs: dict = {}
     adapters: dict = {}
     (out / "gguf").mkdir(exist_ok=True)
-    overlay = write_overlay(out, cfg["base"]["model"], cfg["stage2"].get("trunk", False))
+    overlay = write_overlay(out, cfg["base"]["model"], cfg["stage2"].get("trunk", False)) if lead else None
 
     def export(names):
+        if not lead:
+            return
         write_log(log, out / f"loss{suffix}.csv")
         for name in names:
             path = out / "gguf" / f"{name}.gguf"
@@ -435,9 +469,10 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"],
                         lr=b["lr"], cfg=cfg, log=log, stage="baseline", role="backbone", device=device,
                         ckpt=checkpoint(out, "baseline"))
-        save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
-                  targets=targets, base_dir=base_dir)
-        checkpoint(out, "baseline").unlink(missing_ok=True)
+        if lead:
+            save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
+                      targets=targets, base_dir=base_dir)
+            checkpoint(out, "baseline").unlink(missing_ok=True)
         peft_dirs["baseline"] = out / "peft" / "baseline"
         export(["baseline"])
 
@@ -453,13 +488,15 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         "budget": {"stage1_steps": cfg["stage1"]["steps"], "stage2_steps_per_role": cfg["stage2"]["steps"],
                    "stage2_trunk": cfg["stage2"].get("trunk", False),
                    "baseline_steps": b["steps"], "batch": cfg["train"]["batch"], "rank": rank,
-                   "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "device": device,
+                   "baseline_rank": b["rank"], "threads": cfg["train"]["threads"], "workers": worker()[1],
+                   "device": device,
                    "bf16": cfg["train"].get("bf16", False), "max_len": max_len},
         "loss_first": {f"{s}/{r}": v for (s, r), v in sorted(first.items())},
         "loss_last": {f"{s}/{r}": v for (s, r), v in sorted(last.items())},
         "adapters": adapters, "models_toml": str(overlay), "seconds": round(time.monotonic() - t0, 1), "part": part,
     }
-    (out / f"summary{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if lead:
+        (out / f"summary{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -486,15 +523,17 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
     Without `stage1_too`, stage 1 is read back from out/peft/stage1 (a run that trained it)."""
     rank, lcfg = cfg["lora"]["rank"], lora_config(cfg)
     scale = cfg["lora"]["alpha"] / rank
+    lead = worker()[0] == 0
     targets = cfg["lora"]["target_modules"]
     if stage1_too:
         team = [s for role in TEAM for s in samples[role]]
         pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
                         log=log, stage="stage1", role="all", device=device, ckpt=checkpoint(out, "stage1"))
         stage1 = lora_state(pm)
-        save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
-                  base_dir=base_dir)
-        checkpoint(out, "stage1").unlink(missing_ok=True)
+        if lead:
+            save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
+                      base_dir=base_dir)
+            checkpoint(out, "stage1").unlink(missing_ok=True)
     else:
         stage1, pm = load_stage1(model, out / "peft" / "stage1", cfg)
     peft_dirs["trunk"] = out / "peft" / "stage1"     # exported as the trunk adapter
@@ -503,9 +542,10 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
         pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"][role],
                         lr=cfg["stage2"]["lr"], cfg=cfg, log=log, stage="stage2", role=role, device=device,
                         trunk=cfg["stage2"].get("trunk", False), ckpt=checkpoint(out, role))
-        both = combine(stage1, scale, lora_state(pm), scale)
-        save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
-        checkpoint(out, role).unlink(missing_ok=True)
+        if lead:
+            both = combine(stage1, scale, lora_state(pm), scale)
+            save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
+            checkpoint(out, role).unlink(missing_ok=True)
         peft_dirs[role] = out / "peft" / role
         model = pm.unload()
     return model
@@ -551,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", default="all",
                     help="all, team, baseline, or a comma list of stage1 / planner / caller / summarizer / "
                          "baseline (roles without stage1 start from the saved stage 1; processes can share a machine)")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="train in N processes that split each batch and sum their gradients (one per core: on "
+                         "CPU, processes scale where threads do not); a checkpoint resumes under any N")
     ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
                     help="only time STEPS stage-1 steps of the config (no output files) and exit")
     args = ap.parse_args(argv)
@@ -563,13 +606,51 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             shutil.rmtree(out / "peft", ignore_errors=True)
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        summary = run(cfg, out, gguf=base_gguf(cfg, args.base_gguf), smoke=args.smoke,
-                      device=args.device, part=args.part)
+        if args.workers < 1:
+            raise RecipeError(f"--workers {args.workers}: expected 1 or more processes")
+        job = (cfg, out, base_gguf(cfg, args.base_gguf), args.smoke, args.device, args.part)
+        if args.workers == 1:
+            summary = run(cfg, out, gguf=job[2], smoke=args.smoke, device=args.device, part=args.part)
+        else:
+            summary = spawn(args.workers, job)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def spawn(n: int, job: tuple) -> dict:
+    """Run the recipe in `n` processes joined by a local gloo group; returns the first one's summary."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:        # a free local port for the group's rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_worker, args=(n, port, job, results), nprocs=n, join=True)
+    except mp.ProcessRaisedException as e:
+        last = ([x for x in str(e).splitlines() if x.strip()] or [str(e)])[-1]
+        raise RecipeError(last.split("RecipeError: ", 1)[-1]) from None
+    except mp.ProcessExitedException as e:
+        raise RecipeError(f"a training worker died ({e}); run again to resume from the last checkpoint") from None
+    return results.get()
+
+
+def _worker(rank: int, n: int, port: int, job: tuple, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=n)
+    try:
+        cfg, out, gguf, smoke, device, part = job
+        summary = run(cfg, out, gguf=gguf, smoke=smoke, device=device, part=part)
+        if rank == 0:
+            results.put(summary)
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
