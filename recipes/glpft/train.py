@@ -608,11 +608,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         if args.workers < 1:
             raise RecipeError(f"--workers {args.workers}: expected 1 or more processes")
-        job = (cfg, out, base_gguf(cfg, args.base_gguf), args.smoke, args.device, args.part)
+        gguf = base_gguf(cfg, args.base_gguf)
         if args.workers == 1:
-            summary = run(cfg, out, gguf=job[2], smoke=args.smoke, device=args.device, part=args.part)
+            summary = run(cfg, out, gguf=gguf, smoke=args.smoke, device=args.device, part=args.part)
         else:
-            summary = spawn(args.workers, job)
+            summary = spawn(args.workers, (cfg, out, gguf, args.smoke, args.device, args.part))
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
