@@ -598,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only time STEPS stage-1 steps of the config (no output files) and exit")
     args = ap.parse_args(argv)
     try:
+        if args.workers < 1:
+            raise RecipeError(f"--workers {args.workers}: expected 1 or more processes")
         cfg = load_config(Path(args.config), smoke=args.smoke)
         if args.probe:
             print(json.dumps(probe(cfg, base_gguf(cfg, args.base_gguf), args.probe, args.device)))
@@ -606,8 +608,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             shutil.rmtree(out / "peft", ignore_errors=True)
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        if args.workers < 1:
-            raise RecipeError(f"--workers {args.workers}: expected 1 or more processes")
         gguf = base_gguf(cfg, args.base_gguf)
         if args.workers == 1:
             summary = run(cfg, out, gguf=gguf, smoke=args.smoke, device=args.device, part=args.part)
