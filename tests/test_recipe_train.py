@@ -431,3 +431,13 @@ def test_workers_split_the_batch_and_train_the_same_adapter(tmp_path):
     for k, v in one["lora"].items():
         assert torch.allclose(two["lora"][k], v, rtol=1e-4, atol=1e-6), k
     assert any(v.abs().max() > 0 for k, v in one["lora"].items() if "lora_B" in k)  # it did train
+
+
+def test_workers_share_each_batch_once_by_length():
+    batch = [([0] * n, None, 0) for n in (5, 9, 7, 3, 8)]
+    assert train.share(batch, 0, 1) == batch                       # one worker: untouched, order included
+    for world in (2, 3):
+        parts = [train.share(batch, r, world) for r in range(world)]
+        assert sorted(len(x[0]) for p in parts for x in p) == [3, 5, 7, 8, 9]
+    # snake order: 9+5+3 vs 8+7 (taking every other sample as it comes would give 5+7+8 vs 9+3)
+    assert [sum(len(x[0]) for x in train.share(batch, r, 2)) for r in range(2)] == [17, 15]
