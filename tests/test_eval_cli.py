@@ -138,11 +138,11 @@ def test_tasks_compare_runs_every_set_on_the_same_tasks(tmp_path, fake_team):
 _PARENT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from umi_edge.cli import _exit_with_parent
+from umi_edge.proc import exit_with_parent
 
 if __name__ == "__main__":
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(), 0.05))
+                               initializer=exit_with_parent, initargs=(os.getpid(), 0.05))
     print(pool.submit(os.getpid).result(), flush=True)
     pool.submit(time.sleep, 120)
     time.sleep(120)

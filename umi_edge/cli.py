@@ -469,20 +469,6 @@ def _eval_tasks_set(task_path: str, limit, set_name, models_path, overrides: dic
         return etasks.run_tasks(task_list, team, progress=progress)
 
 
-def _exit_with_parent(parent: int, every: float = 1.0) -> None:
-    """In an `eval tasks --jobs` worker: exit once the parent is gone (killed with SIGTERM, not Ctrl-C), rather
-    than run a model for minutes with nobody to report to."""
-    import threading
-    import time
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(every)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
 def _tasks_line(report: dict) -> str:
     return (f"tasks {report['n_tasks']}: success {100 * report['success_rate']:.1f}%, "
             f"give-up {100 * report['give_up_rate']:.1f}%, hallucinated calls {report['hallucinated_calls']}, "
@@ -527,8 +513,10 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from .proc import exit_with_parent
+
         with ProcessPoolExecutor(min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             parts = list(pool.map(_eval_tasks_set, *zip(*args)))
     else:
         parts = [_eval_tasks_set(*a) for a in args]

@@ -640,7 +640,7 @@ def spawn(n: int, job: tuple) -> dict:
         port = sock.getsockname()[1]
     results = mp.get_context("spawn").SimpleQueue()
     try:
-        mp.spawn(_worker, args=(n, port, job, results), nprocs=n, join=True)
+        mp.spawn(_worker, args=(n, port, job, results, os.getpid()), nprocs=n, join=True)
     except mp.ProcessRaisedException as e:
         last = ([x for x in str(e).splitlines() if x.strip()] or [str(e)])[-1]
         raise RecipeError(last.split("RecipeError: ", 1)[-1]) from None
@@ -649,9 +649,12 @@ def spawn(n: int, job: tuple) -> dict:
     return results.get()
 
 
-def _worker(rank: int, n: int, port: int, job: tuple, results) -> None:
+def _worker(rank: int, n: int, port: int, job: tuple, results, parent: int) -> None:
     import torch.distributed as dist
 
+    from umi_edge.proc import exit_with_parent
+
+    exit_with_parent(parent)   # a killed train.py takes its workers with it (they would train on, unseen)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=n)
     try:
         cfg, out, gguf, smoke, device, part = job
