@@ -206,9 +206,10 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
     if trunk and prefix:
         with torch.no_grad(), autocast(), pm.disable_adapter():
             fixed = run(prefix, None)[1]
-    key = {"stage": stage, "role": role, "steps": steps, "lr": lr, "rank": lcfg.r, "batch": t["batch"],
-           "seed": t["seed"], "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
     done, elapsed, mine = 0, 0.0, []
+    if ckpt is not None:   # what a checkpoint must match to be resumed here
+        key = {"stage": stage, "role": role, "steps": steps, "lr": lr, "rank": lcfg.r, "batch": t["batch"],
+               "seed": t["seed"], "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
     if ckpt is not None and ckpt.exists():
         done, elapsed, order, mine = resume(ckpt, key, pm, opt, sched, rng)
         log.extend(mine)
