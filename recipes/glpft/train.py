@@ -479,10 +479,8 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
         pm = train_lora(model, samples["backbone"], lcfg=lora_config(cfg, b["rank"]), steps=b["steps"],
                         lr=b["lr"], cfg=cfg, log=log, stage="baseline", role="backbone", device=device,
                         ckpt=checkpoint(out, "baseline"))
-        if lead:
-            save_peft(out / "peft" / "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2,
-                      targets=targets, base_dir=base_dir)
-            checkpoint(out, "baseline").unlink(missing_ok=True)
+        finish(out, "baseline", lora_state(pm), rank=b["rank"], alpha=cfg["lora"]["alpha"] * 2, targets=targets,
+               base_dir=base_dir)
         peft_dirs["baseline"] = out / "peft" / "baseline"
         export(["baseline"])
 
@@ -516,6 +514,13 @@ def checkpoint(out: Path, unit: str) -> Path:
     return out / "checkpoints" / f"{unit}.pt"
 
 
+def finish(out: Path, unit: str, state: dict, **peft) -> None:
+    """Save a trained unit's adapter to out/peft/<unit> and drop its checkpoint (the first worker only)."""
+    if worker()[0] == 0:
+        save_peft(out / "peft" / unit, state, **peft)
+        checkpoint(out, unit).unlink(missing_ok=True)
+
+
 def parse_part(part: str) -> set[str]:
     """--part → what to train: "all", "team", "baseline", or a comma list of stage1 / planner / caller /
     summarizer / baseline."""
@@ -533,17 +538,13 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
     Without `stage1_too`, stage 1 is read back from out/peft/stage1 (a run that trained it)."""
     rank, lcfg = cfg["lora"]["rank"], lora_config(cfg)
     scale = cfg["lora"]["alpha"] / rank
-    lead = worker()[0] == 0
     targets = cfg["lora"]["target_modules"]
     if stage1_too:
         team = [s for role in TEAM for s in samples[role]]
         pm = train_lora(model, team, lcfg=lcfg, steps=cfg["stage1"]["steps"], lr=cfg["stage1"]["lr"], cfg=cfg,
                         log=log, stage="stage1", role="all", device=device, ckpt=checkpoint(out, "stage1"))
         stage1 = lora_state(pm)
-        if lead:
-            save_peft(out / "peft" / "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets,
-                      base_dir=base_dir)
-            checkpoint(out, "stage1").unlink(missing_ok=True)
+        finish(out, "stage1", stage1, rank=rank, alpha=cfg["lora"]["alpha"], targets=targets, base_dir=base_dir)
     else:
         stage1, pm = load_stage1(model, out / "peft" / "stage1", cfg)
     peft_dirs["trunk"] = out / "peft" / "stage1"     # exported as the trunk adapter
@@ -552,10 +553,8 @@ def train_team(model, samples, cfg, log, peft_dirs, out, base_dir, device, roles
         pm = train_lora(model, samples[role], lcfg=lcfg, steps=cfg["stage2"]["steps"][role],
                         lr=cfg["stage2"]["lr"], cfg=cfg, log=log, stage="stage2", role=role, device=device,
                         trunk=cfg["stage2"].get("trunk", False), ckpt=checkpoint(out, role))
-        if lead:
-            both = combine(stage1, scale, lora_state(pm), scale)
-            save_peft(out / "peft" / role, both, rank=2 * rank, alpha=2 * rank, targets=targets, base_dir=base_dir)
-            checkpoint(out, role).unlink(missing_ok=True)
+        finish(out, role, combine(stage1, scale, lora_state(pm), scale), rank=2 * rank, alpha=2 * rank,
+               targets=targets, base_dir=base_dir)
         peft_dirs[role] = out / "peft" / role
         model = pm.unload()
     return model
