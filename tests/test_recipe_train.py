@@ -321,24 +321,35 @@ def test_trunk_mode_training_matches_the_runtime_trunk(tmp_path, smollm2_gguf):
     assert corr(hf_trunk - hf_full, cpp_trunk - cpp_full) > 0.9        # ...the same way in both
 
 
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)
+TINY_CFG = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]},
+            "train": {"seed": 0, "batch": 4, "warmup": 2, "bf16": False, "shared_prefix": False}}
+
+
+def _tiny_samples(lengths) -> list:
+    """(ids, labels, trunk) of random sequences: the loss on the second half of each."""
+    import torch
+
+    rnd = torch.Generator().manual_seed(1)
+    samples = []
+    for n in lengths:
+        ids = torch.randint(1, 64, (n,), generator=rnd).tolist()
+        samples.append((ids, [train.IGNORE] * (n // 2) + ids[n // 2:], 0))
+    return samples
+
+
 def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, capsys):
-    """train_lora with a checkpoint: a run killed after step 3 and started again ends with exactly the LoRA,
+    """train_lora with a checkpoint: a run killed at step 5 and started again ends with exactly the LoRA,
     loss log and checkpoint-free state of an unbroken run; another run's checkpoint is refused."""
     torch = pytest.importorskip("torch")
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(**TINY)
     torch.manual_seed(0)
     w0 = LlamaForCausalLM(config).state_dict()
-    cfg = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]},
-           "train": {"seed": 0, "batch": 2, "warmup": 2, "bf16": False, "shared_prefix": False,
-                     "checkpoint_every": 2}}
-    rnd = torch.Generator().manual_seed(1)
-    samples = []
-    for n in (9, 12, 7, 15, 10):  # (ids, labels, trunk): the loss on the second half of each sequence
-        ids = torch.randint(1, 64, (n,), generator=rnd).tolist()
-        samples.append((ids, [train.IGNORE] * (n // 2) + ids[n // 2:], 0))
+    cfg = {**TINY_CFG, "train": {**TINY_CFG["train"], "batch": 2, "checkpoint_every": 2}}
+    samples = _tiny_samples((9, 12, 7, 15, 10))
 
     class Killed(Exception):
         pass
@@ -381,12 +392,6 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, capsys):
         fit([], ckpt, steps=7)          # a different budget must not pick up this state
 
 
-TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=64)
-TINY_CFG = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]},
-            "train": {"seed": 0, "batch": 4, "warmup": 2, "bf16": False, "shared_prefix": False}}
-
-
 def _tiny_fit(rank: int, world: int, port: int, folder: str) -> None:
     """One training process of test_workers_split_the_batch (spawned: module level, so it pickles)."""
     import torch
@@ -398,11 +403,7 @@ def _tiny_fit(rank: int, world: int, port: int, folder: str) -> None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**TINY))
-    rnd = torch.Generator().manual_seed(1)
-    samples = []
-    for n in (9, 12, 7, 15, 10, 11, 8):
-        ids = torch.randint(1, 64, (n,), generator=rnd).tolist()
-        samples.append((ids, [train.IGNORE] * (n // 2) + ids[n // 2:], 0))
+    samples = _tiny_samples((9, 12, 7, 15, 10, 11, 8))
     log: list = []
     pm = train.train_lora(model, samples, lcfg=train.lora_config(TINY_CFG), steps=5, lr=1e-2, cfg=TINY_CFG,
                           log=log, stage="stage1", role="all")
@@ -415,16 +416,11 @@ def _tiny_fit(rank: int, world: int, port: int, folder: str) -> None:
 def test_workers_split_the_batch_and_train_the_same_adapter(tmp_path):
     """--workers: two processes, each on half of every batch with summed gradients, train the adapter one
     process trains (up to float summation order)."""
-    import socket
-
     torch = pytest.importorskip("torch")
     import torch.multiprocessing as mp
 
     _tiny_fit(0, 1, 0, str(tmp_path))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_tiny_fit, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_tiny_fit, args=(2, train.free_port(), str(tmp_path)), nprocs=2, join=True)
     one, two = (torch.load(tmp_path / f"w{n}.pt", weights_only=True) for n in (1, 2))
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
     assert one["lora"].keys() == two["lora"].keys()

@@ -631,22 +631,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def spawn(n: int, job: tuple) -> dict:
     """Run the recipe in `n` processes joined by a local gloo group; returns the first one's summary."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:        # a free local port for the group's rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     results = mp.get_context("spawn").SimpleQueue()
     try:
-        mp.spawn(_worker, args=(n, port, job, results, os.getpid()), nprocs=n, join=True)
+        mp.spawn(_worker, args=(n, free_port(), job, results, os.getpid()), nprocs=n, join=True)
     except mp.ProcessRaisedException as e:
         last = ([x for x in str(e).splitlines() if x.strip()] or [str(e)])[-1]
         raise RecipeError(last.split("RecipeError: ", 1)[-1]) from None
     except mp.ProcessExitedException as e:
         raise RecipeError(f"a training worker died ({e}); run again to resume from the last checkpoint") from None
     return results.get()
+
+
+def free_port() -> int:
+    """A free local TCP port, for a process group's rendezvous on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _worker(rank: int, n: int, port: int, job: tuple, results, parent: int) -> None:
