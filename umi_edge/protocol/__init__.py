@@ -8,7 +8,7 @@ from .alpha_umi import NAME as ALPHA_UMI
 from .alpha_umi import AlphaUmi
 from .backbone import NAME as BACKBONE
 from .backbone import Backbone
-from .base import CallParse, Route, Turn
+from .base import CallParse, Prompt, Route, Segment, Turn
 
 DEFAULT = ALPHA_UMI
 
@@ -28,4 +28,4 @@ def get_protocol(name: str = DEFAULT, **options) -> Any:
         raise ConfigError(f"protocol {name!r}: bad option ({e})") from None
 
 
-__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "Backbone", "CallParse", "Route", "Turn", "get_protocol"]
+__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "Backbone", "CallParse", "Prompt", "Route", "Segment", "Turn", "get_protocol"]

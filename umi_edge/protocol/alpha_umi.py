@@ -3,14 +3,21 @@
 Normative source: shared/docs/alpha-umi-protocol.md (§3, §4.2-4.6, §5). The checkpoints were trained on
 these exact strings, so the templates keep their typos. Parsers never raise: any model output maps to a
 result the loop can act on.
+
+Untrusted text: prompts are rendered as `Prompt`s (base.py), strings that keep their segments. Only the
+`</s>` separators the templates themselves place (after each history turn) become the EOS id; the query,
+tool docs, observations and generated text fed back (thoughts, calls) are content and always tokenize as
+plain text, whatever special-token spelling they contain, so a tool cannot forge a turn. Placeholders are
+filled in one pass, so content never has a placeholder substituted inside it.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from .base import CallParse, Route, Turn, as_turns
+from .base import SEPARATOR, CallParse, Prompt, Route, Turn, as_turns, separator, template
 
 NAME = "alpha-umi/toolbench-v1"
 
@@ -42,6 +49,7 @@ DIVERSITY_TEMPLATE = (
 )
 
 EOS_TEXT = "</s>"
+EOS = separator(EOS_TEXT)   # the template's own turn separator: the only text that becomes the EOS id
 SYSTEM_PREFIX = "system: "  # training only (§4.1); no reference inference path adds it
 CUES = {"planner": " assistant: ", "caller": " caller: ", "summarizer": " conclusion: "}
 
@@ -65,25 +73,38 @@ def render_tool_names(docs: Iterable[Mapping]) -> str:
     return ", ".join(str(d["Name"]) for d in docs)
 
 
-def render_history(turns: Iterable[Turn | Mapping]) -> str:
-    """§3.4: `<label>: <text></s>` per turn, except observations, which carry no `</s>`."""
+def render_history(turns: Iterable[Turn | Mapping]) -> Prompt:
+    """§3.4: `<label>: <text></s>` per turn, except observations, which carry no `</s>`; each text is content."""
     out = []
     for turn in as_turns(turns):
         label = _LABELS.get(turn.role)
         if label is None:
             raise ValueError(f"unknown history role {turn.role!r}; expected one of {sorted(_LABELS)}")
-        out.append(f"observation: {turn.text}" if label == "observation" else f"{label}: {turn.text}{EOS_TEXT}")
-    return "".join(out)
+        out += [template(f"{label}: "), turn.text] + ([] if label == "observation" else [EOS])
+    return Prompt(*out)
 
 
-def fill(template: str, *, doc: str | None = None, tool_names: str | None = None,
-         thought: str | None = None, history: str | None = None) -> str:
-    """Plain str.replace in the inference order doc → tool_names → thought → history (§3.2)."""
-    for key, value in (("{doc}", doc), ("{tool_names}", tool_names), ("{thought}", thought),
-                       ("{history}", history)):
+_PLACEHOLDER = re.compile(r"\{(doc|tool_names|thought|history)\}")
+
+
+def fill(text: str, *, doc: str | None = None, tool_names: str | None = None,
+         thought: str | None = None, history: str | None = None) -> Prompt:
+    """The template `text` (trusted) with its placeholders replaced in one pass; the values are content
+    (a rendered history keeps its separators). A placeholder whose value is None stays as written.
+
+    The reference uses str.replace in the order doc → tool_names → thought → history (§3.2), which splices
+    the history into a thought or tool doc that contains `{history}`; one pass gives the same text otherwise.
+    """
+    values = {"doc": doc, "tool_names": tool_names, "thought": thought, "history": history}
+    pieces: list = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        value = values[m.group(1)]
         if value is not None:
-            template = template.replace(key, value)
-    return template
+            pieces += [template(text[pos:m.start()]), value]
+            pos = m.end()
+    pieces.append(template(text[pos:]))
+    return Prompt(*pieces)
 
 
 def postprocess_planner(text: str) -> str:
@@ -156,15 +177,36 @@ def truncate_observation(text: str, limit: int = 1024) -> str:
     return text[:limit] + "..." if len(text) > limit else text
 
 
-def encode(prompt: str, tokenize: Callable[[str], Sequence[int]], bos_id: int, eos_id: int) -> list[int]:
-    """§4.2-4.3: BOS + each non-empty `</s>`-separated segment tokenized on its own, joined by the EOS id."""
+def encode(prompt: Prompt | str, tokenize: Callable[[str], Sequence[int]], bos_id: int, eos_id: int) -> list[int]:
+    """§4.2-4.3: BOS + the text between separators, each run tokenized on its own as plain text, joined by
+    the EOS id. A `Prompt` is split at its EOS segments only, so content never becomes EOS; a plain str is
+    read as trusted text whose every `</s>` is a separator (a stored training input, a golden test)."""
+    if isinstance(prompt, Prompt):
+        runs = [""]
+        for seg in prompt.segments:
+            if seg == EOS:
+                runs.append("")
+            elif seg.kind == SEPARATOR:
+                raise ValueError(f"{NAME} has no separator {seg.text!r}")
+            else:
+                runs[-1] += seg.text
+    else:
+        runs = prompt.split(EOS_TEXT)
     ids = [bos_id]
-    for i, segment in enumerate(prompt.split(EOS_TEXT)):
+    for i, run in enumerate(runs):
         if i:
             ids.append(eos_id)
-        if segment:  # a lone segment would add a spurious dummy-prefix piece
-            ids.extend(tokenize(segment))
+        if run:  # a lone segment would add a spurious dummy-prefix piece
+            ids.extend(tokenize(run))
     return ids
+
+
+def encode_prompt(prompt: Prompt, tokenize: Callable[[str], Sequence[int]], bos_id: int, eos_id: int) -> list[int]:
+    """`encode` for the runtime: only a rendered `Prompt`, so no untyped string's `</s>` can become EOS."""
+    if not isinstance(prompt, Prompt):
+        raise TypeError(f"encode a Prompt rendered by the protocol, not a {type(prompt).__name__}: in a plain "
+                        "str every '</s>' would become EOS, including any inside a query or tool output")
+    return encode(prompt, tokenize, bos_id, eos_id)
 
 
 @dataclass(frozen=True)
@@ -184,29 +226,31 @@ class AlphaUmi:
         if self.plan_label not in ("assistant", "planner"):
             raise ValueError(f"plan_label must be 'assistant' or 'planner', not {self.plan_label!r}")
 
-    def _finish(self, body: str, role: str) -> str:
-        return (SYSTEM_PREFIX if self.system_prefix else "") + body + CUES[role]
+    def _prefix(self) -> Prompt:
+        return Prompt(template(SYSTEM_PREFIX if self.system_prefix else ""))
 
-    def _with_plan(self, history: Iterable[Turn | Mapping], plan: str) -> str:
-        return render_history(history) + f"{self.plan_label}: {plan}{EOS_TEXT}"
+    def _finish(self, body: Prompt, role: str) -> Prompt:
+        return Prompt(self._prefix(), body, template(CUES[role]))
 
-    def planner_prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping]) -> str:
+    def _with_plan(self, history: Iterable[Turn | Mapping], plan: str) -> Prompt:
+        return Prompt(render_history(history), template(f"{self.plan_label}: "), plan, EOS)
+
+    def planner_prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping]) -> Prompt:
         body = fill(PLANNER_TEMPLATE, doc=render_doc(docs), history=render_history(history))
         return self._finish(body, "planner")
 
-    def caller_prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping], plan: str) -> str:
+    def caller_prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping], plan: str) -> Prompt:
         body = fill(CALLER_TEMPLATE, doc=render_doc(docs), tool_names=render_tool_names(docs),
                     thought=plan, history=self._with_plan(history, plan))
         return self._finish(body, "caller")
 
-    def trunk(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping], plan: str | None = None) -> str:
+    def trunk(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping], plan: str | None = None) -> Prompt:
         """The text planner_prompt(docs, history) starts with, and caller_prompt(docs, history, plan) with
         `plan`: the tool docs and the history, before the role's own instructions and cue."""
         rendered = render_history(history) if plan is None else self._with_plan(history, plan)
-        return (SYSTEM_PREFIX if self.system_prefix else "") + fill(TRUNK_TEMPLATE, doc=render_doc(docs),
-                                                                    history=rendered)
+        return Prompt(self._prefix(), fill(TRUNK_TEMPLATE, doc=render_doc(docs), history=rendered))
 
-    def summarizer_prompt(self, history: Iterable[Turn | Mapping], plan: str) -> str:
+    def summarizer_prompt(self, history: Iterable[Turn | Mapping], plan: str) -> Prompt:
         body = fill(SUMMARIZER_TEMPLATE, history=self._with_plan(history, plan))
         return self._finish(body, "summarizer")
 
@@ -216,7 +260,7 @@ class AlphaUmi:
     is_empty = staticmethod(is_empty)
     route = staticmethod(route)
     parse_call = staticmethod(parse_call)
-    encode = staticmethod(encode)
+    encode = staticmethod(encode_prompt)
 
     def truncate_observation(self, text: str) -> str:
         return truncate_observation(text, self.observation_chars)

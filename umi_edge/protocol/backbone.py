@@ -2,6 +2,7 @@
 
 Protocol doc §3.1, `toolbench_backbone` (reference-only upstream): rendering and output parsing. It has the
 single role "backbone"; `umi_edge.loop` runs it one output per step, for the paper's team-vs-one comparison.
+Untrusted text follows alpha_umi's rule: only the template's `</s>` separators become the EOS id.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from . import alpha_umi as au
-from .base import Turn, as_turns
+from .base import Prompt, Turn, as_turns, template
 
 NAME = "alpha-umi/toolbench-backbone-v1"
 
@@ -31,19 +32,19 @@ def strip_marker(plan: str) -> str:
     return (plan[: min(cut)] if cut else plan).strip()
 
 
-def render_history(turns: Iterable[Turn | Mapping]) -> str:
+def render_history(turns: Iterable[Turn | Mapping]) -> Prompt:
     """§3.1: each planner turn and the caller turn after it become one `assistant: <thought>\\n<call></s>`."""
     turns = as_turns(turns)
     out, i = [], 0
     while i < len(turns):
         t = turns[i]
         if t.role in ("assistant", "planner") and i + 1 < len(turns) and turns[i + 1].role == "caller":
-            out.append(f"assistant: {strip_marker(t.text)}\n{turns[i + 1].text}{au.EOS_TEXT}")
+            out += [template("assistant: "), strip_marker(t.text), template("\n"), turns[i + 1].text, au.EOS]
             i += 2
             continue
         out.append(au.render_history([t]))
         i += 1
-    return "".join(out)
+    return Prompt(*out)
 
 
 def target(plan: str, *, call: str | None = None, answer: str | None = None) -> str:
@@ -93,12 +94,12 @@ class Backbone:
     name = NAME
     roles = ("backbone",)
 
-    def prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping]) -> str:
+    def prompt(self, docs: Sequence[Mapping], history: Iterable[Turn | Mapping]) -> Prompt:
         body = au.fill(TEMPLATE, doc=au.render_doc(docs), tool_names=au.render_tool_names(docs),
                        history=render_history(history))
-        return (au.SYSTEM_PREFIX if self.system_prefix else "") + body + CUE
+        return Prompt(template(au.SYSTEM_PREFIX if self.system_prefix else ""), body, template(CUE))
 
-    encode = staticmethod(au.encode)
+    encode = staticmethod(au.encode_prompt)
     parse_output = staticmethod(parse_output)
 
     def truncate_observation(self, text: str) -> str:
