@@ -126,6 +126,15 @@ class Notice(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Token(Event):
+    """Text a role decoded since its previous Token (whole characters only), for streaming. Delivered to
+    run_team's `on_token` callback as tokens are produced, never in the event stream itself; a generation's
+    Tokens join to its raw text (before the protocol strips it)."""
+
+    kind: ClassVar[str] = "token"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Outcome(Event):
     """The last event of every run. `text` mirrors `answer` (or the reason when there is none).
 

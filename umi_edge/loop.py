@@ -8,11 +8,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .engine.base import Generation, RoleEngine
 from .errors import Cancelled, ConfigError
-from .events import Answer, Call, Error, Event, GiveUp, Notice, Observation, Outcome, Plan, Usage
+from .events import Answer, Call, Error, Event, GiveUp, Notice, Observation, Outcome, Plan, Token, Usage
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Turn, get_protocol
 from .tools import ToolSet, as_toolset
@@ -54,7 +54,8 @@ class Limits:
 
 def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protocol: Any = None,
              limits: Limits = Limits(), constrained: bool = True, complete_route: bool | None = None,
-             cancel: threading.Event | None = None) -> Iterator[Event]:
+             cancel: threading.Event | None = None,
+             on_token: Callable[[Token], None] | None = None) -> Iterator[Event]:
     """Run one task; yields events, the last one always an Outcome.
 
     `roles`: "planner", "caller", "summarizer" → engines. `tools`: a ToolSet or anything `as_toolset` takes.
@@ -62,9 +63,11 @@ def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protoco
     caller decodes under the tool-call grammar. `complete_route` (default: same as `constrained`): a planner
     output without a route marker is completed under the route grammar instead of defaulting to the caller.
     `cancel`: set it from any thread; checked between stages and passed to the engine during generation.
+    `on_token`: streaming; called with a Token event for each piece of text a role decodes, as it decodes.
     """
     run = _Run(query, roles, tools, protocol, limits, constrained,
                constrained if complete_route is None else complete_route, cancel)
+    run.on_token = on_token
     yield from run.events()
 
 
@@ -84,6 +87,7 @@ class _Run:
         self.user_cancel = cancel
         self.stop = threading.Event()   # what engines and tools see: user cancel or budget
         self.stop_reason = ""
+        self.on_token: Callable[[Token], None] | None = None   # streaming (run_team's on_token)
         self.usage: dict[str, Usage] = {}
         self.steps = 0
         self.t0 = time.monotonic()   # reset when the consumer starts iterating
@@ -317,9 +321,14 @@ class _Run:
         self._last_ids, self._last_trunk = ids, n_trunk
         t = time.monotonic()
         kw = {"trunk": n_trunk} if n_trunk else {}
-        gen: Generation = engine.generate(ids, max_tokens=max_tokens, grammar=grammar, cancel=self.stop, **kw)
-        seconds = time.monotonic() - t
         key = engine_role or role
+        stream = None if self.on_token is None else _TokenText(engine, step, key, self.on_token)
+        if stream is not None:
+            kw["on_token"] = stream.push
+        gen: Generation = engine.generate(ids, max_tokens=max_tokens, grammar=grammar, cancel=self.stop, **kw)
+        if stream is not None:
+            stream.finish(gen.text)
+        seconds = time.monotonic() - t
         self.usage[key] = self.usage.get(key, Usage()) + Usage.of(gen)
         if gen.stop_reason == "length":
             yield Notice(step=step, role=key, code="max_tokens",
@@ -331,6 +340,30 @@ class _Run:
             self.stop_reason = self.stop_reason or "cancelled"
             raise _Halt
         return gen, seconds
+
+
+class _TokenText:
+    """An engine's output token ids → Token events of newly decoded text, whole characters only (a token
+    that ends inside a UTF-8 sequence decodes to U+FFFD and waits for the rest)."""
+
+    def __init__(self, engine: RoleEngine, step: int, role: str, emit: Callable[[Token], None]):
+        self.engine, self.step, self.role, self.emit = engine, step, role, emit
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def push(self, token: int) -> None:
+        self.ids.append(token)
+        text = self.engine.detokenize(self.ids)   # whole prefix: merges across tokens decode right
+        if not text.endswith("\ufffd"):
+            self._send(text)
+
+    def finish(self, text: str) -> None:
+        self._send(text)
+
+    def _send(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            delta, self.sent = text[len(self.sent):], text
+            self.emit(Token(step=self.step, role=self.role, text=delta))
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

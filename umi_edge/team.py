@@ -11,10 +11,10 @@ import contextlib
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError, ModelError
-from .events import Event
+from .events import Event, Token
 from .registry import SetSpec, load_registry, protocol_roles, resolve_set
 
 
@@ -116,9 +116,11 @@ class Team:
         max_steps: int | None = None,
         budget_seconds: float | None = None,
         cancel: threading.Event | None = None,
+        on_token: Callable[[Token], None] | None = None,
     ) -> Iterator[Event]:
         """Run one task; yields typed events, the last one an `Outcome`. `tools` replaces the team's tools
-        for this run (callables, OpenAI schemas, ToolBench docs, a ToolSet, or "module:ATTR")."""
+        for this run (callables, OpenAI schemas, ToolBench docs, a ToolSet, or "module:ATTR"). `on_token`
+        streams: it gets a Token event for each piece of text a role decodes (see loop.run_team)."""
         if self._closed:
             raise RuntimeError("this Team is closed")
         toolset = self.tools if tools is None else to_toolset(tools)
@@ -128,9 +130,9 @@ class Team:
         if budget_seconds is not None:
             changes["budget_seconds"] = budget_seconds
         limits = dataclasses.replace(self.limits, **changes) if changes else self.limits
-        return self._run(query, toolset, limits, cancel or threading.Event())
+        return self._run(query, toolset, limits, cancel or threading.Event(), on_token)
 
-    def _run(self, query: str, toolset: Any, limits: Any, cancel: threading.Event) -> Iterator[Event]:
+    def _run(self, query: str, toolset: Any, limits: Any, cancel: threading.Event, on_token=None) -> Iterator[Event]:
         from .loop import run_team
 
         if not self._busy.acquire(blocking=False):
@@ -138,7 +140,7 @@ class Team:
         try:
             self._cancel = cancel
             yield from run_team(query, self.roles, toolset, protocol=self.protocol, limits=limits,
-                                constrained=self.constrained, cancel=cancel)
+                                constrained=self.constrained, cancel=cancel, on_token=on_token)
         finally:
             self._cancel = None
             self._busy.release()

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
+
+# Streaming: called with each output token id as it is produced (sampled or forced by a grammar), from the
+# generating thread, before generate() returns; an exception it raises propagates out of generate().
+TokenCallback = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -57,5 +61,7 @@ class RoleEngine(Protocol):
         max_tokens: int,
         grammar: str | None = None,
         cancel: threading.Event | None = None,
+        on_token: TokenCallback | None = None,
     ) -> Generation:
-        """Evaluate `prompt` (reusing the cached common prefix) and decode until EOS / max_tokens / cancel."""
+        """Evaluate `prompt` (reusing the cached common prefix) and decode until EOS / max_tokens / cancel.
+        `on_token` streams the output: each token id of `Generation.tokens`, in order, as it is produced."""

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, Union
 
-from .base import Generation
+from .base import Generation, TokenCallback
 
 BOS_ID, EOS_ID = 1, 2
 _OFFSET = 3  # ids 0-2 are unk/bos/eos, so character c is id ord(c) + 3
@@ -15,11 +15,13 @@ _OFFSET = 3  # ids 0-2 are unk/bos/eos, so character c is id ord(c) + 3
 
 @dataclass(frozen=True)
 class Scripted:
-    """One scripted output: `text` after `delay` seconds (cancel honoured meanwhile), or raise `error`."""
+    """One scripted output: `text` after `delay` seconds (cancel honoured meanwhile), or raise `error`.
+    `token_delay`: seconds between output tokens (one per character), so streaming shows them arrive."""
 
     text: str = ""
     delay: float = 0.0
     error: BaseException | None = None
+    token_delay: float = 0.0
 
 
 Output = Union[str, Scripted, Callable[[str], Union[str, Scripted]]]
@@ -59,12 +61,13 @@ class FakeEngine:
         self.outputs.extend(outputs)
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
+                 cancel: threading.Event | None = None, trunk: int = 0,
+                 on_token: TokenCallback | None = None) -> Generation:
         with self._lock:  # one generation per context at a time, like a real one
             self.trunks.append(trunk)
-            return self._generate(list(prompt), max_tokens, grammar, cancel)
+            return self._generate(list(prompt), max_tokens, grammar, cancel, on_token)
 
-    def _generate(self, prompt, max_tokens, grammar, cancel) -> Generation:
+    def _generate(self, prompt, max_tokens, grammar, cancel, on_token=None) -> Generation:
         self.prompts.append(self.detokenize(prompt))
         self.prompt_ids.append(prompt)
         self.grammars.append(grammar)
@@ -88,24 +91,35 @@ class FakeEngine:
         reused = max(0, min(reused, len(prompt) - 1))  # the last prompt token is always evaluated for logits
         t0 = time.monotonic()
         stop = "eos"
-        if out.delay:
-            end = t0 + out.delay
-            while time.monotonic() < end:
-                if cancel is not None and cancel.is_set():
-                    stop = "cancelled"
-                    break
-                time.sleep(0.005)
+        if out.delay and not _wait(t0 + out.delay, cancel):
+            stop = "cancelled"
         if out.error is not None:
             raise out.error
         tokens = [] if stop == "cancelled" else self.tokenize(out.text)
         if len(tokens) > max_tokens:
             tokens, stop = tokens[:max_tokens], "length"
+        if on_token is not None or out.token_delay:
+            for i, t in enumerate(tokens):
+                if out.token_delay and not _wait(time.monotonic() + out.token_delay, cancel):
+                    tokens, stop = tokens[:i], "cancelled"
+                    break
+                if on_token is not None:
+                    on_token(t)
         self._held = prompt + tokens
         return Generation(
             text=self.detokenize(tokens), tokens=tuple(tokens), stop_reason=stop, n_prompt=len(prompt),
             n_reused=reused, n_evaluated=len(prompt) - reused, n_generated=len(tokens), n_truncated=truncated,
             decode_seconds=time.monotonic() - t0,
         )
+
+
+def _wait(end: float, cancel: threading.Event | None) -> bool:
+    """Sleep until `end`; False as soon as `cancel` is set."""
+    while time.monotonic() < end:
+        if cancel is not None and cancel.is_set():
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def fake_roles(planner: Iterable[Output] = (), caller: Iterable[Output] = (),

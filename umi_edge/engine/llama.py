@@ -31,7 +31,7 @@ from . import _native
 
 _native.preload()   # before numpy (via .forced / .sampling): see _native.preload
 
-from .base import Generation, Sampling  # noqa: E402
+from .base import Generation, Sampling, TokenCallback  # noqa: E402
 from .forced import ForcedText  # noqa: E402
 from .sampling import RoleSampler  # noqa: E402
 
@@ -273,12 +273,14 @@ class LlamaRole(_ModelText):
             self._kv_adapters.clear()
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
+                 cancel: threading.Event | None = None, trunk: int = 0,
+                 on_token: TokenCallback | None = None) -> Generation:
         """Evaluate `prompt` past the cached common prefix, then decode until EOS / max_tokens / cancel.
-        With a trunk adapter, the first `trunk` prompt tokens are evaluated under it (see `has_trunk`)."""
-        return self._generate_for(None, prompt, max_tokens, grammar, cancel, trunk)
+        With a trunk adapter, the first `trunk` prompt tokens are evaluated under it (see `has_trunk`).
+        `on_token` gets each output token id as it is produced (forced ones included)."""
+        return self._generate_for(None, prompt, max_tokens, grammar, cancel, trunk, on_token)
 
-    def _generate_for(self, user, prompt, max_tokens, grammar, cancel, trunk=0) -> Generation:
+    def _generate_for(self, user, prompt, max_tokens, grammar, cancel, trunk=0, on_token=None) -> Generation:
         """generate() for this role (user None) or for a RoleView on this context."""
         name, sampler = (self.name, self._sampler) if user is None else (user.name, user._sampler)
         if self.ctx is None:
@@ -290,9 +292,9 @@ class LlamaRole(_ModelText):
         with self._lock:
             self._user = user
             own = self.adapters if user is None else user.adapters
-            return self._generate(prompt, max_tokens, grammar, cancel, sampler, name, own, trunk)
+            return self._generate(prompt, max_tokens, grammar, cancel, sampler, name, own, trunk, on_token)
 
-    def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name, own, trunk) -> Generation:
+    def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name, own, trunk, on_token) -> Generation:
         L = _native.lib()
         max_tokens = max(0, min(max_tokens, self.n_ctx // 2))
         budget = self.n_ctx - max_tokens - _CTX_MARGIN
@@ -339,6 +341,8 @@ class LlamaRole(_ModelText):
                 ids, ends = forced.after(g, max_tokens - len(out))
                 for t in ids:
                     L.llama_sampler_accept(g, t)
+                    if on_token is not None:
+                        on_token(t)
                 out += ids
                 pending += ids
                 n_forced += len(ids)
@@ -367,6 +371,8 @@ class LlamaRole(_ModelText):
                 if not out and g is None:
                     out.append(t)   # force_generate: keep a first EOS and go on
                     pending = [t]
+                    if on_token is not None:
+                        on_token(t)
                     continue
                 stop = "eos"
                 break
@@ -374,6 +380,8 @@ class LlamaRole(_ModelText):
             pending = [t]
             if g is not None:
                 L.llama_sampler_accept(g, t)
+            if on_token is not None:
+                on_token(t)
         return done(stop, out, n_forced, t1)
 
     # -- context sharing -------------------------------------------------------------------------------------
@@ -485,8 +493,9 @@ class RoleView(_ModelText):
         return self.host.has_trunk
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
-        return self.host._generate_for(self, prompt, max_tokens, grammar, cancel, trunk)
+                 cancel: threading.Event | None = None, trunk: int = 0,
+                 on_token: TokenCallback | None = None) -> Generation:
+        return self.host._generate_for(self, prompt, max_tokens, grammar, cancel, trunk, on_token)
 
 
 class LlamaBackend:
