@@ -115,6 +115,19 @@ class Error(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolsOffered(Event):
+    """Tool retrieval chose what `role` sees at this step: `tools` (in the set's order) out of `total`,
+    ranked by `ranker`, with their `scores`. Only emitted when the set is larger than its `tool_top_k`;
+    for the caller only when its tools differ from the planner's at the same step."""
+
+    kind: ClassVar[str] = "tools"
+    tools: tuple[str, ...]
+    total: int
+    ranker: str
+    scores: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Notice(Event):
     """Something the user should know that does not stop the run.
 

@@ -16,6 +16,8 @@ from .events import Answer, Call, Error, Event, GiveUp, Notice, Observation, Out
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Turn, get_protocol
 from .tools import ToolSet, as_toolset
+from .events import ToolsOffered
+from .tools.retrieval import ToolRetriever
 
 TEAM_ROLES = ("planner", "caller", "summarizer")
 SINGLE_ROLES = ("backbone",)
@@ -54,6 +56,7 @@ class Limits:
 
 def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protocol: Any = None,
              limits: Limits = Limits(), constrained: bool = True, complete_route: bool | None = None,
+             tool_top_k: int = 0,
              cancel: threading.Event | None = None,
              on_token: Callable[[Token], None] | None = None) -> Iterator[Event]:
     """Run one task; yields events, the last one always an Outcome.
@@ -63,10 +66,12 @@ def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protoco
     caller decodes under the tool-call grammar. `complete_route` (default: same as `constrained`): a planner
     output without a route marker is completed under the route grammar instead of defaulting to the caller.
     `cancel`: set it from any thread; checked between stages and passed to the engine during generation.
+    `tool_top_k`: with a larger tool set, the planner and the caller see only the k tools ranked best against the
+    query and the history (umi_edge.tools.retrieval), recomputed every step; 0 offers every tool.
     `on_token`: streaming; called with a Token event for each piece of text a role decodes, as it decodes.
     """
     run = _Run(query, roles, tools, protocol, limits, constrained,
-               constrained if complete_route is None else complete_route, cancel)
+               constrained if complete_route is None else complete_route, cancel, tool_top_k)
     run.on_token = on_token
     yield from run.events()
 
@@ -76,7 +81,7 @@ class _Halt(Exception):
 
 
 class _Run:
-    def __init__(self, query, roles, tools, protocol, limits, constrained, complete_route, cancel):
+    def __init__(self, query, roles, tools, protocol, limits, constrained, complete_route, cancel, tool_top_k=0):
         self.query = query
         self.roles = roles
         self.tools_arg = tools
@@ -85,6 +90,8 @@ class _Run:
         self.constrained = constrained
         self.complete_route = complete_route
         self.user_cancel = cancel
+        self.tool_top_k = tool_top_k
+        self._offered: tuple[str, ...] = ()   # the names the planner was offered at this step
         self.stop = threading.Event()   # what engines and tools see: user cancel or budget
         self.stop_reason = ""
         self.on_token: Callable[[Token], None] | None = None   # streaming (run_team's on_token)
@@ -167,19 +174,15 @@ class _Run:
         idle = [t.name for t in tools if not t.executable]
         if idle:
             raise ConfigError(f"tool(s) {', '.join(idle)} have no callable or dispatcher")
-        docs = tools.docs(proto.doc_chars)
+        self.retriever = ToolRetriever(tools, self.tool_top_k)
         if tuple(proto.roles) == SINGLE_ROLES:
-            yield from self._single(docs, tools)
+            yield from self._single()
             return
-        grammar = None
-        if self.constrained:
-            from .protocol.grammar import caller_grammar
-
-            grammar = caller_grammar(tools, max_tokens=self._max_tokens("caller"))  # any admitted call fits
         history: list[Turn] = [Turn("user", self.query)]
         for step in range(1, self.limits.max_steps + 1):
             self._check()
             self.steps = step
+            _, docs, _ = yield from self._offer(step, "planner", history)
             route = yield from self._plan(step, docs, history)
             if route.kind == "give_up":
                 yield GiveUp(step=step, role="planner", text=route.plan)
@@ -193,6 +196,7 @@ class _Run:
                 yield Answer(step=step, role="summarizer", text=answer, seconds=seconds, usage=Usage.of(gen))
                 yield self._outcome("answered", answer=answer)
                 return
+            tools, docs, grammar = yield from self._offer(step, "caller", history, route.plan)
             prompt = proto.caller_prompt(docs, history, route.plan)
             gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar,
                                                      trunk=lambda: proto.trunk(docs, history, route.plan))
@@ -204,6 +208,32 @@ class _Run:
             observation = yield from self._execute(step, tools, parsed.action, parsed.arguments)
             history.extend(proto.step_turns(route.plan, call_text, observation))
         yield self._outcome("max_steps", reason=f"no answer after {self.limits.max_steps} steps")
+
+    def _offer(self, step: int, role: str, history, plan: str | None = None):
+        """What `role` sees at this step: (tools, their docs, its call grammar or None). Every tool, or with
+        retrieval the top k against the query and the history (the caller's also against its plan). Yields
+        ToolsOffered when retrieval chose (the caller's only when it differs from the planner's)."""
+        turns = history if plan is None else [*history, Turn("assistant", plan)]
+        offer = self.retriever.offer(self.query, turns)
+        if offer.filtered and (role != "caller" or offer.names != self._offered):
+            yield ToolsOffered(step=step, role=role, text=", ".join(offer.names), tools=offer.names,
+                               total=offer.total, ranker=offer.ranker, scores=offer.scores)
+        self._offered = offer.names
+        docs = self.retriever.derive(offer, "docs", lambda ts: ts.docs(self.proto.doc_chars))
+        grammar = None
+        if self.constrained and role != "planner":   # the grammar admits only the offered tools
+            grammar = self.retriever.derive(offer, role, lambda ts: self._call_grammar(role, ts))
+        return offer.tools, docs, grammar
+
+    def _call_grammar(self, role: str, tools: ToolSet) -> str:
+        from .protocol.grammar import backbone_grammar, caller_grammar
+
+        if role == "caller":
+            return caller_grammar(tools, max_tokens=self._max_tokens("caller"))  # any admitted call fits
+        try:
+            return backbone_grammar(tools, max_tokens=self._max_tokens("backbone"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def _execute(self, step: int, tools: ToolSet, action: str, arguments: str):
         """Run one parsed call; yields the Observation (and a suffix-match Notice); returns the observation text."""
@@ -218,23 +248,16 @@ class _Run:
                           tool=result.tool or action, ok=result.ok, error=result.error)
         return observation
 
-    def _single(self, docs, tools: ToolSet) -> Iterator[Event]:
+    def _single(self) -> Iterator[Event]:
         """The single-model baseline (backbone protocol): one output per step holds the thought and either a
         call or `conclusion: <answer | give up.>`. Constrained, it decodes under the backbone grammar (one
         thought line, then a call over the registered tools or a conclusion), like the team's caller."""
         proto = self.proto
-        grammar = None
-        if self.constrained:
-            from .protocol.grammar import backbone_grammar
-
-            try:
-                grammar = backbone_grammar(tools, max_tokens=self._max_tokens("backbone"))
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
         history: list[Turn] = [Turn("user", self.query)]
         for step in range(1, self.limits.max_steps + 1):
             self._check()
             self.steps = step
+            tools, docs, grammar = yield from self._offer(step, "backbone", history)
             gen, seconds = yield from self._generate(step, "backbone", proto.prompt(docs, history), grammar=grammar)
             out = proto.parse_output(gen.text)
             yield Plan(step=step, role="backbone", text=out.thought, seconds=seconds, usage=Usage.of(gen),

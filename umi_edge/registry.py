@@ -87,6 +87,7 @@ class SetSpec:
     budget_seconds: float | None = 600.0   # wall clock per task, so a rambling model cannot hold the machine
     tool_timeout: float = 30.0    # per call; local tools answer in ms, a hung one must not stall the run
     constrained: bool = True      # grammar-constrained caller and route completion
+    tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,13 @@ class Registry:
 
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
 _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name != "role")
-_SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained")
+_SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
+             "tool_top_k")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
 OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in (*_FILE_KEYS, "sampling")) + _SAMPLING_KEYS
-_ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout")
+_ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout", "tool_top_k")
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,),
@@ -122,7 +124,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
-    "constrained": (bool,),
+    "constrained": (bool,), "tool_top_k": (int,),
 }
 
 
@@ -224,6 +226,10 @@ def resolve_set(
 
     for key, value in set_vals.items():
         _check_type(key, value, where)
+    if "tool_top_k" in set_vals:
+        from .tools.retrieval import check_top_k
+
+        check_top_k(set_vals["tool_top_k"], f"{where}: tool_top_k")
     wanted = protocol_roles(set_vals.get("protocol", SetSpec.protocol), where)
     stray = [r for r in ALL_ROLES if per_role[r] and r not in wanted]
     if stray:

@@ -30,6 +30,7 @@ class Team:
         limits: Any = None,
         constrained: bool = True,
         spec: SetSpec | None = None,
+        tool_top_k: int = 0,
     ) -> None:
         wanted = protocol_roles(protocol)
         missing = [r for r in wanted if r not in roles]
@@ -47,6 +48,10 @@ class Team:
         self.limits = limits if limits is not None else Limits()
         self.constrained = constrained
         self.spec = spec
+        from .tools.retrieval import check_top_k
+
+        # a larger tool set offers the planner and caller only its top k per step (0: every tool); settable
+        self.tool_top_k = check_top_k(tool_top_k, "tool_top_k")
         self.models: dict[str, Any] = {}      # GGUF realpath -> the engine's shared model (Team.load only)
         self.paths: dict[str, Path] = {}      # role -> GGUF path (Team.load only)
         self._stack = contextlib.ExitStack()
@@ -100,7 +105,7 @@ class Team:
         )
         with _open_engines(spec, paths, verbose=verbose) as (engines, shared, stack):
             team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
-                       spec=spec)
+                       spec=spec, tool_top_k=spec.tool_top_k)
             team.models = shared
             team.paths = paths
             team._stack.push(stack.pop_all())
@@ -140,7 +145,7 @@ class Team:
         try:
             self._cancel = cancel
             yield from run_team(query, self.roles, toolset, protocol=self.protocol, limits=limits,
-                                constrained=self.constrained, cancel=cancel, on_token=on_token)
+                                constrained=self.constrained, tool_top_k=self.tool_top_k, cancel=cancel, on_token=on_token)
         finally:
             self._cancel = None
             self._busy.release()
