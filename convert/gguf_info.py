@@ -1,56 +1,64 @@
-"""`inspect_gguf()`: what a GGUF file holds (architecture, size, tensor types, parameters, umi.* keys)."""
+"""`inspect_gguf()`: what a GGUF file holds (architecture, size, tensor types, parameters, umi.* keys).
+
+Read with umi_edge's bounded header reader (every count and length checked against the file size), not
+gguf.GGUFReader, which trusts the counts it reads: a 119-byte file claiming 2^63 array values hung it."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+from umi_edge.engine.gguf_header import read_header
 from umi_edge.errors import ModelError
 
+_SHOWN = ("general.architecture", "general.name", "general.file_type")
 
-def _value(field):
-    """A reader field as a plain Python value (strings decoded, arrays as lists)."""
-    import gguf
 
-    types = field.types
-    if not types:
-        return None
-    if types[0] == gguf.GGUFValueType.ARRAY:
-        if len(types) > 1 and types[1] == gguf.GGUFValueType.STRING:
-            return [bytes(field.parts[i]).decode("utf-8", "replace") for i in field.data]
-        return [field.parts[i].tolist()[0] for i in field.data]
-    if types[0] == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
-    return field.parts[field.data[0]].tolist()[0]
+def _wanted(key: str) -> bool:
+    return key in _SHOWN or key.startswith("umi.")
 
 
 def inspect_gguf(path) -> dict:
-    """Summary of a GGUF file; ModelError if it is missing or not a GGUF."""
+    """Summary of a GGUF file; ModelError if it is missing, not a GGUF, or its header or tensor table is
+    damaged (a tensor whose data lies past the end of the file names the truncation)."""
     import gguf
 
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise ModelError(f"{p}: no such file")
-    with open(p, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelError(f"{p}: not a GGUF file (magic {magic!r}); pass a .gguf produced by umi-edge convert or llama.cpp")
-    try:
-        reader = gguf.GGUFReader(p, "r")
-    except Exception as e:  # a damaged file surfaces as any of several parse errors
-        raise ModelError(f"{p}: corrupt GGUF ({type(e).__name__}: {e})") from None
-    fields = reader.fields
-    arch = _value(fields["general.architecture"]) if "general.architecture" in fields else None
-    types = Counter(t.tensor_type.name for t in reader.tensors)
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
-    ftype = _value(fields["general.file_type"]) if "general.file_type" in fields else None
+    head = read_header(p, _wanted, tensors=True)
+    types: Counter[str] = Counter()
+    n_params = 0
+    for t in head.tensors:
+        try:
+            qtype = gguf.GGMLQuantizationType(t.type)
+        except ValueError:
+            raise ModelError(f"{p}: tensor {t.name!r} has unknown type {t.type}; the file is corrupt or from a "
+                             "newer llama.cpp") from None
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        n = t.n_elements
+        if t.shape and t.shape[0] % block:
+            raise ModelError(f"{p}: tensor {t.name!r} ({qtype.name}) has a row of {t.shape[0]} values, not a "
+                             f"multiple of its block size {block}; the file is corrupt")
+        end = head.data_offset + t.offset + n // block * type_size
+        if t.offset % head.alignment or end > head.size:
+            why = (f"its data ends at byte {end} but the file has {head.size}: the file is truncated"
+                   if end > head.size else f"its offset {t.offset} is not aligned to {head.alignment}")
+            raise ModelError(f"{p}: tensor {t.name!r}: {why}; download or convert it again")
+        types[qtype.name] += 1
+        n_params += n
+    f = head.fields
+    ftype = f.get("general.file_type")
+    if isinstance(ftype, int) and ftype in gguf.LlamaFileType._value2member_map_:
+        ftype = gguf.LlamaFileType(ftype).name
     return {
         "path": str(p),
-        "architecture": arch,
-        "name": _value(fields["general.name"]) if "general.name" in fields else None,
-        "file_type": gguf.LlamaFileType(ftype).name if ftype is not None and ftype in gguf.LlamaFileType._value2member_map_ else ftype,
-        "size_bytes": p.stat().st_size,
-        "tensors": len(reader.tensors),
+        "architecture": f.get("general.architecture"),
+        "name": f.get("general.name"),
+        "file_type": ftype if ftype is None or isinstance(ftype, (int, str)) else str(ftype),
+        "size_bytes": head.size,
+        "tensors": len(head.tensors),
         "tensor_types": dict(sorted(types.items())),
         "parameters": n_params,
-        "umi": {k: _value(v) for k, v in fields.items() if k.startswith("umi.")},
+        "umi": {k: v if isinstance(v, (int, float, str, list)) else str(v) for k, v in f.items()
+                if k.startswith("umi.")},
     }

@@ -1,12 +1,9 @@
 """The one door to llama.cpp's ctypes bindings: lazy import, backend init, quiet logs, GGUF header checks."""
 from __future__ import annotations
 
-import collections
 import os
-import struct
 import sys
 import threading
-from pathlib import Path
 
 from ..errors import ModelError
 
@@ -14,10 +11,10 @@ _lock = threading.Lock()
 _lib = None
 _log_cb = None          # the ctypes callback must outlive every native call that may log
 _verbose = False
-_errors: collections.deque[str] = collections.deque(maxlen=16)
+_errors: list[str] = []   # error lines since clear_errors(); the first few kept, as the first is the cause
 _last_level = 0
 
-_GGML_LOG_ERROR = 3
+_GGML_LOG_ERROR = 4      # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 _GGML_LOG_CONT = 5
 
 
@@ -65,7 +62,7 @@ def _install_logger(L) -> None:
         if level == _GGML_LOG_CONT:
             level = _last_level
         _last_level = level
-        if level == _GGML_LOG_ERROR and msg.strip():
+        if level == _GGML_LOG_ERROR and msg.strip() and len(_errors) < 16:
             _errors.append(msg.strip())
         if _verbose or os.environ.get("UMI_EDGE_LLAMA_LOGS") == "1":
             sys.stderr.write(msg)
@@ -79,66 +76,13 @@ def clear_errors() -> None:
 
 
 def last_error(default: str = "no details logged") -> str:
-    """The most recent llama.cpp error line (for one-line messages), and forget the rest."""
-    msg = _errors[-1] if _errors else default
+    """The first llama.cpp error line since clear_errors() (for one-line messages), and forget them all: the
+    first names the cause; later ones are its consequences ("llama_model_load_from_file_impl: failed to
+    load model")."""
+    msg = _errors[0] if _errors else default
     _errors.clear()
     return msg
 
 
 # GGUF header: just enough to tell a model from an adapter or a stray file before llama.cpp sees it.
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-
-
-def gguf_header(path: Path, wanted: tuple[str, ...] = ("general.type", "general.architecture")) -> dict:
-    """Read the GGUF key/value section up to the `wanted` keys. Raises ModelError if it is not a GGUF."""
-    found: dict = {}
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ModelError(f"{path} is not a GGUF file (bad magic); convert it with `umi-edge convert`")
-            version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-            if version < 2 or n_kv > 1_000_000:
-                raise ModelError(f"{path}: unsupported or corrupt GGUF header (version {version})")
-
-            def read(fmt):
-                size = struct.calcsize(fmt)
-                data = f.read(size)
-                if len(data) != size:
-                    raise ModelError(f"{path}: GGUF file is truncated; download or convert it again")
-                return struct.unpack(fmt, data)[0]
-
-            def read_str():
-                n = read("<Q")
-                if n > 1 << 24:
-                    raise ModelError(f"{path}: corrupt GGUF header (string of {n} bytes)")
-                return f.read(n).decode("utf-8", "replace")
-
-            def skip(vtype):
-                if vtype == _STRING:
-                    f.seek(read("<Q"), 1)
-                elif vtype == _ARRAY:
-                    etype, n = read("<I"), read("<Q")
-                    if etype in _SCALAR:
-                        f.seek(struct.calcsize(_SCALAR[etype]) * n, 1)
-                    else:
-                        for _ in range(n):
-                            skip(etype)
-                elif vtype in _SCALAR:
-                    read(_SCALAR[vtype])
-                else:
-                    raise ModelError(f"{path}: corrupt GGUF header (value type {vtype})")
-
-            for _ in range(n_kv):
-                key, vtype = read_str(), read("<I")
-                if key in wanted and vtype == _STRING:
-                    found[key] = read_str()
-                elif key in wanted and vtype in _SCALAR:
-                    found[key] = read(_SCALAR[vtype])
-                else:
-                    skip(vtype)
-                if len(found) == len(wanted):
-                    break
-    except OSError as e:
-        raise ModelError(f"cannot read {path}: {e.strerror}") from None
-    return found
+from .gguf_header import gguf_header  # noqa: E402,F401  (its home; re-exported for callers)
