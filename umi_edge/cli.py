@@ -38,9 +38,31 @@ def cli(verbose: bool) -> None:
         os.environ["UMI_EDGE_LLAMA_LOGS"] = "1"
 
 
+# characters json.dumps(ensure_ascii=False) leaves raw that a terminal may act on (DEL, C1 controls such as
+# CSI, line/paragraph separators); as \u escapes the JSON means the same
+_JSON_RAW_CONTROLS = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)}
+
+
 def emit_json(obj) -> None:
     """One JSON document per line on stdout (for --json)."""
-    click.echo(json.dumps(obj, ensure_ascii=False, default=str))
+    click.echo(json.dumps(obj, ensure_ascii=False, default=str).translate(_JSON_RAW_CONTROLS))
+
+
+def printable(text) -> str:
+    """`text` for a terminal: control, format and separator characters (escape sequences, bidi overrides,
+    newlines) shown as escapes, so text read from a file cannot drive the terminal or fake extra lines."""
+    import unicodedata
+
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1])
+    return "".join(out)
 
 
 # Commands are registered below, one block per command; each imports its library module lazily so that
@@ -325,13 +347,15 @@ def inspect_cmd(path, as_json):
     if as_json:
         emit_json(info)
         return
-    click.echo(f"{info['path']}: {info['architecture']} {info['file_type'] or ''}, {info['size_bytes'] / 1e6:.1f} MB")
+    # every string here comes from the file: escaped so that its metadata cannot drive the terminal
+    click.echo(f"{printable(info['path'])}: {printable(info['architecture'])} {printable(info['file_type'] or '')}, "
+               f"{info['size_bytes'] / 1e6:.1f} MB")
     if info["name"]:
-        click.echo(f"name: {info['name']}")
+        click.echo(f"name: {printable(info['name'])}")
     click.echo(f"tensors: {info['tensors']} ({', '.join(f'{k} {v}' for k, v in info['tensor_types'].items())})")
     click.echo(f"parameters: {info['parameters']:,}")
     for k, v in info["umi"].items():
-        click.echo(f"{k}: {v}")
+        click.echo(f"{printable(k)}: {printable(v)}")
 
 
 # --- eval static / eval tasks (engineer E) -----------------------------------------------------------------
