@@ -10,7 +10,7 @@ from pathlib import Path
 
 from umi_edge.errors import ConvertError
 
-from .tensor_ref import DTYPES, TensorRef
+from .tensor_ref import _I64_MAX, DTYPES, MAX_NDIM, TensorRef, short_repr
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -96,7 +96,9 @@ def index_tensors(folder: Path) -> tuple[str, dict[str, TensorRef], list[Path]]:
 
 
 def read_safetensors_header(path: Path) -> list[TensorRef]:
-    """Parse a safetensors header (8-byte little-endian length + JSON) into sorted TensorRefs."""
+    """Parse a safetensors header (8-byte little-endian length + JSON) into sorted TensorRefs. Every entry
+    is checked (a known dtype, non-negative integer shape and offsets, a byte range inside the data section
+    that fits the shape) before anything else is done with it."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -108,8 +110,9 @@ def read_safetensors_header(path: Path) -> list[TensorRef]:
                                f"{size}); download it again")
         try:
             header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise ConvertError(f"{path}: corrupt safetensors header ({e}); download it again") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            detail = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            raise ConvertError(f"{path}: corrupt safetensors header ({detail}); download it again") from None
     if not isinstance(header, dict):
         raise ConvertError(f"{path}: corrupt safetensors header (not a JSON object)")
     base = 8 + n
@@ -117,25 +120,43 @@ def read_safetensors_header(path: Path) -> list[TensorRef]:
     for name, meta in sorted(header.items()):
         if name == "__metadata__":
             continue
-        try:
-            dtype = meta["dtype"]
-            shape = tuple(int(d) for d in meta["shape"])
-            start, end = (int(x) for x in meta["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ConvertError(f"{path}: corrupt header entry for tensor {name!r}") from None
+        shown = short_repr(name)
+        if not isinstance(meta, dict) or not {"dtype", "shape", "data_offsets"} <= meta.keys():
+            raise ConvertError(f"{path}: corrupt header entry for tensor {shown}")
+        dtype, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
+        if not isinstance(dtype, str):
+            raise ConvertError(f"{path}: corrupt header entry for tensor {shown} (dtype is not a string)")
         if dtype not in _ST_DTYPES:
-            raise ConvertError(f"{path}: tensor {name!r} has dtype {dtype}; only F32/F16/BF16/F64 checkpoints "
-                               f"can be converted (dequantize it first)")
+            raise ConvertError(f"{path}: tensor {shown} has dtype {short_repr(dtype, 20)}; only F32/F16/BF16/F64 "
+                               f"checkpoints can be converted (dequantize it first)")
+        if not (isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_index(d) for d in shape)):
+            raise ConvertError(f"{path}: tensor {shown} has shape {short_repr(shape, 60)}; sizes must be "
+                               f"non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_index(x) for x in offsets)
+                and offsets[0] <= offsets[1]):
+            raise ConvertError(f"{path}: tensor {shown} has data_offsets {short_repr(offsets, 60)}; they must be two "
+                               f"non-negative integers, begin <= end")
+        start, end = offsets
         dt = _ST_DTYPES[dtype]
-        ref = TensorRef(name=name, dtype=dt, shape=shape, path=path, offset=base + start,
-                        storage_numel=(end - start) // DTYPES[dt].itemsize)
-        if end - start != ref.numel * DTYPES[dt].itemsize:
-            raise ConvertError(f"{path}: tensor {name!r} has {end - start} bytes for shape {list(shape)}")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if end - start != numel * DTYPES[dt].itemsize:
+            raise ConvertError(f"{path}: tensor {shown} has {end - start} bytes for shape {list(shape)}")
         if base + end > size:
-            raise ConvertError(f"{path}: truncated ({size} bytes, tensor {name!r} ends at {base + end}); "
+            raise ConvertError(f"{path}: truncated ({size} bytes, tensor {shown} ends at {base + end}); "
                                f"download the file again")
+        ref = TensorRef(name=name, dtype=dt, shape=tuple(shape), path=path, offset=base + start,
+                        storage_numel=numel)
+        ref.check_bounds(size)
         refs.append(ref)
     return refs
+
+
+def _is_index(x) -> bool:
+    """A JSON integer usable as a size or offset (bools, floats, strings and negatives are not)."""
+    return type(x) is int and 0 <= x <= _I64_MAX
+
 
 
 def _read_bin(path: Path) -> list[TensorRef]:

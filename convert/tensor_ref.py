@@ -21,6 +21,8 @@ DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+_I64_MAX = (1 << 63) - 1
+MAX_NDIM = 32  # numpy's own limit is 64 (32 before numpy 2)
 
 
 @dataclass(frozen=True)
@@ -43,21 +45,37 @@ class TensorRef:
             n *= d
         return n
 
-    def check_bounds(self) -> None:
-        """Raise if the tensor's bytes lie past the end of its file (truncated download)."""
-        if self.numel == 0:
-            return
-        strides = self.strides or contiguous_strides(self.shape)
-        last = self.storage_offset + sum((d - 1) * s for d, s in zip(self.shape, strides))
-        if any(s < 0 for s in strides) or last >= self.storage_numel:
-            raise ConvertError(f"{self.path}: tensor {self.name!r} lies outside its storage; re-save the checkpoint")
+    def check_bounds(self, file_size: int | None = None) -> None:
+        """Raise unless every element of the view lies inside its storage and the storage inside the file.
+
+        Offsets, sizes and strides must be non-negative 64-bit integers; the extent is computed exactly
+        (Python integers) before numpy sees any of them. `file_size` defaults to the file's size on disk."""
         itemsize = DTYPES[self.dtype].itemsize
-        end = self.offset + (last + 1) * itemsize
-        size = self.path.stat().st_size
+        strides = self.strides if self.strides is not None else contiguous_strides(self.shape)
+        values = (self.offset, self.storage_numel, self.storage_offset, *self.shape, *strides)
+        if (not all(type(v) is int and 0 <= v <= _I64_MAX for v in values) or len(self.shape) > MAX_NDIM
+                or len(strides) != len(self.shape)):
+            raise ConvertError(f"{self.path}: tensor {self.name!r} has a negative or out-of-range offset, size or "
+                               f"stride; re-save the checkpoint")
+        numel = self.numel
+        if (numel * itemsize > _I64_MAX or any(s * itemsize > _I64_MAX for s in strides)
+                or self.offset + self.storage_numel * itemsize > _I64_MAX):
+            raise ConvertError(f"{self.path}: tensor {self.name!r} is too large; re-save the checkpoint")
+        last = self.storage_offset + sum((d - 1) * s for d, s in zip(self.shape, strides)) if numel else -1
+        if last >= self.storage_numel:
+            raise ConvertError(f"{self.path}: tensor {self.name!r} lies outside its storage; re-save the checkpoint")
+        end = self.offset + self.storage_numel * itemsize
+        size = self.path.stat().st_size if file_size is None else file_size
         if end > size:
             raise ConvertError(
                 f"{self.path}: truncated ({size} bytes, tensor {self.name!r} needs {end}); download the file again"
             )
+
+
+def short_repr(x, limit: int = 80) -> str:
+    """A file-controlled value for a one-line message: escaped (no control characters), cut short."""
+    r = ascii(x)
+    return r if len(r) <= limit else r[:limit] + "..."
 
 
 def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -78,15 +96,20 @@ class Mmaps:
     def _map(self, path: Path) -> mmap.mmap:
         mm = self._maps.get(path)
         if mm is None:
-            with open(path, "rb") as f:
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                with open(path, "rb") as f:
+                    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as e:
+                raise ConvertError(f"{path}: cannot map the file ({getattr(e, 'strerror', None) or e})") from None
             self._maps[path] = mm
         return mm
 
     def array(self, ref: TensorRef) -> np.ndarray:
-        """Zero-copy view of the tensor in its storage dtype (bf16 as uint16)."""
+        """Zero-copy view of the tensor in its storage dtype (bf16 as uint16); the view is checked against
+        its storage and the mapped file first, so no array ever reaches outside them."""
         dt = DTYPES[ref.dtype]
         mm = self._map(ref.path)
+        ref.check_bounds(len(mm))
         if ref.numel == 0:
             return np.zeros(ref.shape, dt)
         if ref.strides is None:
