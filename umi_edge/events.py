@@ -61,7 +61,8 @@ class Plan(Event):
     """A planner turn after post-processing and routing; `route` is caller / conclusion / give_up.
 
     `route_source`: "model" (marker written by the model), "grammar" (completed under the route grammar)
-    or "default" (no marker; the reference's " Next: caller." was appended). `retries`: empty outputs redone.
+    or "default" (no marker; the reference's " Next: caller." was appended), "choice" (the model's route was
+    not one the run's Choice allows; re-completed under a grammar of those). `retries`: empty outputs redone.
     """
 
     kind: ClassVar[str] = "plan"

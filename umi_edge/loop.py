@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .engine.base import Generation, RoleEngine
 from .errors import Cancelled, ConfigError
@@ -54,11 +54,32 @@ class Limits:
                 "backbone": self.backbone_tokens, "route": self.route_tokens}[role]
 
 
+ROUTE_KINDS = ("caller", "conclusion", "give_up")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the run's first planner turn may do (OpenAI's `tool_choice`): the routes it may take and the tools
+    its call may name (None: any). A route the model did not pick is completed under a grammar of the allowed
+    ones; the named tools bound the call grammar, so they need a constrained run."""
+
+    routes: tuple[str, ...] = ROUTE_KINDS
+    tools: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        bad = [r for r in self.routes if r not in ROUTE_KINDS]
+        if bad or not self.routes:
+            raise ConfigError(f"choice: routes must be some of {', '.join(ROUTE_KINDS)}, not {list(self.routes)!r}")
+        if self.tools is not None and ("caller" not in self.routes or not self.tools):
+            raise ConfigError("choice: naming tools needs the caller route and at least one tool")
+
+
 def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protocol: Any = None,
              limits: Limits = Limits(), constrained: bool = True, complete_route: bool | None = None,
              tool_top_k: int = 0,
              cancel: threading.Event | None = None,
-             on_token: Callable[[Token], None] | None = None) -> Iterator[Event]:
+             on_token: Callable[[Token], None] | None = None,
+             history: Sequence[Turn] = (), choice: Choice | None = None) -> Iterator[Event]:
     """Run one task; yields events, the last one always an Outcome.
 
     `roles`: "planner", "caller", "summarizer" → engines. `tools`: a ToolSet or anything `as_toolset` takes.
@@ -69,10 +90,14 @@ def run_team(query: str, roles: Mapping[str, RoleEngine], tools: Any, *, protoco
     `tool_top_k`: with a larger tool set, the planner and the caller see only the k tools ranked best against the
     query and the history (umi_edge.tools.retrieval), recomputed every step; 0 offers every tool.
     `on_token`: streaming; called with a Token event for each piece of text a role decodes, as it decodes.
+    `history`: a task resumed (e.g. a conversation rebuilt from a chat API): the turns after `user: query`, which
+    the run continues from; steps are numbered on from the planner turns since the last user turn.
+    `choice`: constrains the run's first planner turn (see Choice).
     """
     run = _Run(query, roles, tools, protocol, limits, constrained,
                constrained if complete_route is None else complete_route, cancel, tool_top_k)
     run.on_token = on_token
+    run.history, run.choice = tuple(history), choice
     yield from run.events()
 
 
@@ -95,6 +120,9 @@ class _Run:
         self.stop = threading.Event()   # what engines and tools see: user cancel or budget
         self.stop_reason = ""
         self.on_token: Callable[[Token], None] | None = None   # streaming (run_team's on_token)
+        self.history: tuple[Turn, ...] = ()       # turns after the query that the run continues from
+        self.choice: Choice | None = None         # constrains the first planner turn
+        self.first_step = 1
         self.usage: dict[str, Usage] = {}
         self.steps = 0
         self.t0 = time.monotonic()   # reset when the consumer starts iterating
@@ -175,11 +203,12 @@ class _Run:
         if idle:
             raise ConfigError(f"tool(s) {', '.join(idle)} have no callable or dispatcher")
         self.retriever = ToolRetriever(tools, self.tool_top_k)
+        self._start(tools)
         if tuple(proto.roles) == SINGLE_ROLES:
             yield from self._single()
             return
-        history: list[Turn] = [Turn("user", self.query)]
-        for step in range(1, self.limits.max_steps + 1):
+        history: list[Turn] = [Turn("user", self.query), *self.history]
+        for step in range(self.first_step, self.limits.max_steps + 1):
             self._check()
             self.steps = step
             _, docs, _ = yield from self._offer(step, "planner", history)
@@ -197,6 +226,7 @@ class _Run:
                 yield self._outcome("answered", answer=answer)
                 return
             tools, docs, grammar = yield from self._offer(step, "caller", history, route.plan)
+            tools, grammar = self._chosen_tools(step, "caller", tools, grammar)
             prompt = proto.caller_prompt(docs, history, route.plan)
             gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar,
                                                      trunk=lambda: proto.trunk(docs, history, route.plan))
@@ -225,15 +255,48 @@ class _Run:
             grammar = self.retriever.derive(offer, role, lambda ts: self._call_grammar(role, ts))
         return offer.tools, docs, grammar
 
-    def _call_grammar(self, role: str, tools: ToolSet) -> str:
+    def _call_grammar(self, role: str, tools: ToolSet, routes=None) -> str:
         from .protocol.grammar import backbone_grammar, caller_grammar
 
         if role == "caller":
             return caller_grammar(tools, max_tokens=self._max_tokens("caller"))  # any admitted call fits
         try:
-            return backbone_grammar(tools, max_tokens=self._max_tokens("backbone"))
+            return backbone_grammar(tools, max_tokens=self._max_tokens("backbone"), routes=routes)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _start(self, tools: ToolSet) -> None:
+        """Checks the resumed history and the choice; numbers the first step on from the history."""
+        since_user = []
+        for turn in self.history:
+            since_user = [] if turn.role == "user" else since_user + [turn]
+        self.first_step = 1 + sum(t.role in ("assistant", "planner") for t in since_user)
+        self.steps = self.first_step - 1
+        self.toolset = tools
+        c = self.choice
+        if c is not None and c.tools is not None:
+            unknown = [n for n in c.tools if n not in tools]
+            if unknown:
+                raise ConfigError(f"choice: no tool named {', '.join(unknown)}; tools: {', '.join(tools.names)}")
+            if not self.constrained:
+                raise ConfigError("choice: naming tools needs the call grammar, and this run is unconstrained")
+        if c is not None and not self.constrained and tuple(self.proto.roles) == SINGLE_ROLES:
+            raise ConfigError("choice: the single-model protocol follows a choice only under its grammar, "
+                              "and this run is unconstrained")
+
+    def _routes(self, step: int) -> tuple[str, ...] | None:
+        """The routes this step may take (None: any)."""
+        return self.choice.routes if self.choice is not None and step == self.first_step else None
+
+    def _chosen_tools(self, step: int, role: str, tools: ToolSet, grammar):
+        """At the chosen step, the call may name only the chosen tools: (those tools, their call grammar)."""
+        c = self.choice
+        if c is None or step != self.first_step or (c.tools is None and role == "caller"):
+            return tools, grammar
+        chosen = tools if c.tools is None else ToolSet([self.toolset[n] for n in c.tools])
+        if not self.constrained:
+            return chosen, grammar
+        return chosen, self._call_grammar(role, chosen, routes=c.routes)
 
     def _execute(self, step: int, tools: ToolSet, action: str, arguments: str):
         """Run one parsed call; yields the Observation (and a suffix-match Notice); returns the observation text."""
@@ -253,11 +316,12 @@ class _Run:
         call or `conclusion: <answer | give up.>`. Constrained, it decodes under the backbone grammar (one
         thought line, then a call over the registered tools or a conclusion), like the team's caller."""
         proto = self.proto
-        history: list[Turn] = [Turn("user", self.query)]
-        for step in range(1, self.limits.max_steps + 1):
+        history: list[Turn] = [Turn("user", self.query), *self.history]
+        for step in range(self.first_step, self.limits.max_steps + 1):
             self._check()
             self.steps = step
             tools, docs, grammar = yield from self._offer(step, "backbone", history)
+            tools, grammar = self._chosen_tools(step, "backbone", tools, grammar)
             gen, seconds = yield from self._generate(step, "backbone", proto.prompt(docs, history), grammar=grammar)
             out = proto.parse_output(gen.text)
             yield Plan(step=step, role="backbone", text=out.thought, seconds=seconds, usage=Usage.of(gen),
@@ -294,6 +358,8 @@ class _Run:
         text = proto.postprocess_planner(gen.text)
         route = proto.route(text)
         source = "model" if route.marker else "default"
+        allowed = self._routes(step)
+        prompt_ids, prompt_trunk = self._last_ids, self._last_trunk
         if not route.marker and self.complete_route and not proto.is_empty(gen.text):
             from .protocol.grammar import route_grammar
 
@@ -302,15 +368,43 @@ class _Run:
             if tokens and tokens[-1] == engine.eos_id:
                 tokens.pop()
             self._check()
-            more, s = yield from self._generate(step, "route", self._last_ids + tokens, grammar=route_grammar(),
-                                                engine_role="planner", trunk=self._last_trunk)
+            more, s = yield from self._generate(step, "route", self._last_ids + tokens,
+                                                grammar=route_grammar(allowed), engine_role="planner",
+                                                trunk=self._last_trunk)
             usage, seconds = usage + Usage.of(more), seconds + s
             completed = proto.route(proto.postprocess_planner(gen.text + more.text))
             if completed.marker:
                 route, source = completed, "grammar"
+        if allowed is not None and route.kind not in allowed:
+            route, more, s = yield from self._reroute(step, gen, prompt_ids, prompt_trunk, allowed)
+            usage, seconds, source = usage + Usage.of(more), seconds + s, "choice"
         yield Plan(step=step, role="planner", text=route.plan, seconds=seconds, usage=usage, route=route.kind,
                    route_source=source, retries=retries)
         return route
+
+    def _reroute(self, step: int, gen: Generation, ids: list[int], trunk: int, allowed: tuple[str, ...]):
+        """A planner output whose route the choice excludes: keep its thought (the text before any route
+        marker, as the tokens it was decoded as) and decode a marker under a grammar of the allowed routes."""
+        from .protocol.grammar import ROUTE_MARKERS, route_grammar
+
+        engine = self.roles["planner"]
+        cuts = [i for i in (gen.text.find(m) for m in ROUTE_MARKERS) if i >= 0]
+        thought = (gen.text[:min(cuts)] if cuts else gen.text).rstrip()
+        tokens = [t for t in gen.tokens if t != engine.eos_id]
+        k = len(tokens)
+        while k and len(engine.detokenize(tokens[:k])) > len(thought):
+            k -= 1
+        head = engine.detokenize(tokens[:k])
+        if not thought.startswith(head):   # not prefix-stable: tokenize the thought afresh
+            k, head = 0, ""
+        rest = thought[len(head):]
+        self._check()
+        more, s = yield from self._generate(step, "route", ids + tokens[:k] + (engine.tokenize(rest) if rest else []),
+                                            grammar=route_grammar(allowed), engine_role="planner", trunk=trunk)
+        route = self.proto.route(self.proto.postprocess_planner(thought + more.text))
+        if not route.marker or route.kind not in allowed:
+            raise RuntimeError(f"route completion for the choice {', '.join(allowed)} gave {more.text!r}")
+        return route, more, s
 
     def _max_tokens(self, role: str, engine_role: str | None = None) -> int:
         """The role's limit, at most half its context (the engine enforces the same rule)."""

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .errors import ConfigError, ModelError
 from .events import Event, Token
@@ -122,10 +122,13 @@ class Team:
         budget_seconds: float | None = None,
         cancel: threading.Event | None = None,
         on_token: Callable[[Token], None] | None = None,
+        history: Sequence[Any] = (),
+        choice: Any = None,
     ) -> Iterator[Event]:
         """Run one task; yields typed events, the last one an `Outcome`. `tools` replaces the team's tools
         for this run (callables, OpenAI schemas, ToolBench docs, a ToolSet, or "module:ATTR"). `on_token`
-        streams: it gets a Token event for each piece of text a role decodes (see loop.run_team)."""
+        streams: it gets a Token event for each piece of text a role decodes (see loop.run_team). `history`
+        (protocol Turns after the query) resumes a task; `choice` (a loop.Choice) constrains its first step."""
         if self._closed:
             raise RuntimeError("this Team is closed")
         toolset = self.tools if tools is None else to_toolset(tools)
@@ -135,9 +138,10 @@ class Team:
         if budget_seconds is not None:
             changes["budget_seconds"] = budget_seconds
         limits = dataclasses.replace(self.limits, **changes) if changes else self.limits
-        return self._run(query, toolset, limits, cancel or threading.Event(), on_token)
+        return self._run(query, toolset, limits, cancel or threading.Event(), on_token, tuple(history), choice)
 
-    def _run(self, query: str, toolset: Any, limits: Any, cancel: threading.Event, on_token=None) -> Iterator[Event]:
+    def _run(self, query: str, toolset: Any, limits: Any, cancel: threading.Event, on_token=None, history=(),
+             choice=None) -> Iterator[Event]:
         from .loop import run_team
 
         if not self._busy.acquire(blocking=False):
@@ -145,7 +149,8 @@ class Team:
         try:
             self._cancel = cancel
             yield from run_team(query, self.roles, toolset, protocol=self.protocol, limits=limits,
-                                constrained=self.constrained, tool_top_k=self.tool_top_k, cancel=cancel, on_token=on_token)
+                                constrained=self.constrained, tool_top_k=self.tool_top_k, cancel=cancel, on_token=on_token,
+                                history=history, choice=choice)
         finally:
             self._cancel = None
             self._busy.release()

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 CALLER_PREFIX = "Action: "
 INPUT_SEPARATOR = "\nAction Input: "
 ROUTE_MARKERS = ("Next: caller.", "Next: conclusion.", "Next: give up.")
+ROUTES = {"caller": ROUTE_MARKERS[0], "conclusion": ROUTE_MARKERS[1], "give_up": ROUTE_MARKERS[2]}   # kind → marker
 
 MAX_STRING = 256   # characters in an unbounded JSON string
 MAX_ITEMS = 16     # items in an unbounded JSON array
@@ -183,12 +184,16 @@ def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, prett
     return "\n".join(lines) + "\n"
 
 
-def route_grammar() -> str:
-    """GBNF completing a planner output that has no marker with exactly one of the three route markers.
+def route_grammar(routes: Iterable[str] | None = None) -> str:
+    """GBNF completing a planner output that has no marker with exactly one of the three route markers
+    (with `routes`, one of those kinds': caller / conclusion / give_up).
 
     An optional newline first: the current α-UMi preprocessing writes `<thought>\\n Next: X.` (§3.6).
     """
-    choices = " | ".join(literal(" " + m) for m in ROUTE_MARKERS)
+    markers = ROUTE_MARKERS if routes is None else [ROUTES[r] for r in routes]
+    if not markers:
+        raise ValueError("route_grammar needs at least one route")
+    choices = " | ".join(literal(" " + m) for m in markers)
     return f'root ::= "\\n"? ( {choices} )\n'
 
 
@@ -197,16 +202,22 @@ THOUGHT_CHARS = 320   # backbone thought bound: our generated thoughts are <= 24
 
 
 def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, thought_chars: int = THOUGHT_CHARS,
-                     **options: Any) -> str:
+                     routes: Iterable[str] | None = None, **options: Any) -> str:
     """GBNF for one single-model (backbone protocol) output: a thought line of at most `thought_chars`
     characters, then either the caller grammar's call or `conclusion: <answer>` (`conclusion: give up.`
     gives up). Every token carries at least one character, so with `max_tokens` the call is sized to
-    what the thought leaves (`max_tokens - thought_chars - 1`) and always finishes, as in `caller_grammar`."""
+    what the thought leaves (`max_tokens - thought_chars - 1`) and always finishes, as in `caller_grammar`.
+    `routes` (caller / conclusion / give_up) limits what may follow the thought."""
     if max_tokens is not None and max_tokens - thought_chars - 1 < 16:
         raise ValueError(f"backbone max_tokens {max_tokens} leaves no room for a call after a "
                          f"{thought_chars}-character thought; raise max_tokens")
     budget = None if max_tokens is None else max_tokens - thought_chars - 1
     call = caller_grammar(tools, max_tokens=budget, **options).replace("root ::=", "call ::=", 1)
-    head = (f'root ::= thought "\\n" ( call | "conclusion: " answer )\nthought ::= [^\\n]{{1,{thought_chars}}}\n'
+    routes = set(ROUTES) if routes is None else set(routes)
+    ends = (["call"] if "caller" in routes else []) + (['"conclusion: " answer'] if "conclusion" in routes else
+                                                        ['"conclusion: give up."'] if "give_up" in routes else [])
+    if not ends:
+        raise ValueError("backbone_grammar needs at least one route")
+    head = (f'root ::= thought "\\n" ( {" | ".join(ends)} )\nthought ::= [^\\n]{{1,{thought_chars}}}\n'
             'answer ::= [^\\x00]+\n')
     return head + call
