@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 
@@ -71,8 +72,52 @@ def printable(text) -> str:
 
 # --- run / chat / pull (D2) ------------------------------------------------------------------------
 # Exit codes of `run`: 0 when the loop finished (answered, gave_up or max_steps: the outcome's status
-# says which), 1 for an error (bad input, model or engine failure), 130 when cancelled (Ctrl-C).
+# says which), 1 for an error (bad input, model or engine failure), 2 for a usage error, 124 when the
+# wall-clock budget ran out (timeout(1)'s code), 130 when cancelled (Ctrl-C).
 RUN_EXIT = {"answered": 0, "gave_up": 0, "max_steps": 0, "cancelled": 130, "error": 1}
+RUN_EXIT_BUDGET = 124
+QUERY_FILE_MAX = 1 << 20     # bytes; far more than any model's context holds
+
+
+class _FiniteFloat(click.FloatRange):
+    """A float flag that refuses nan and inf (click's FloatRange lets both through its bounds)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def _read_query(query: str | None, query_file: str | None) -> str:
+    """The task: QUERY, or stdin for `-`, or the --query-file's text (UTF-8, surrounding whitespace dropped);
+    checked (not empty, valid UTF-8) before any model loads."""
+    from .errors import ConfigError
+    from .team import check_query
+
+    if (query is None) == (query_file is None):
+        raise click.UsageError("give the task as QUERY, as - to read it from stdin, or with --query-file PATH "
+                               "(exactly one)")
+    if query_file is None and query != "-":
+        return check_query(query)
+    source = "stdin" if query_file in (None, "-") else query_file
+    try:
+        if source == "stdin":
+            data = sys.stdin.buffer.read(QUERY_FILE_MAX + 1)
+        else:
+            with open(source, "rb") as fh:
+                data = fh.read(QUERY_FILE_MAX + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read the query file {source}: {e.strerror or e}") from None
+    if len(data) > QUERY_FILE_MAX:
+        raise ConfigError(f"the query from {source} is over {QUERY_FILE_MAX} bytes; no model's "
+                                   "context holds that much: shorten it")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"the query from {source} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                                   f"offset {e.start}); convert it, e.g. with iconv -t UTF-8") from None
+    return check_query(text.strip(), source=source)
 
 
 def _team_options(fn):
@@ -86,13 +131,13 @@ def _team_options(fn):
         click.option("--tools", "tools_ref", metavar="MODULE:ATTR", default=None,
                      help="Tools to offer, e.g. my_tools:TOOLS or path/to/file.py:TOOLS (default: the set's)."),
         click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Planner turns at most."),
-        click.option("--budget", "budget_seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--budget", "budget_seconds", type=_FiniteFloat(min=0, min_open=True), default=None,
                      help="Wall-clock budget per task, in seconds."),
         click.option("--n-ctx", type=click.IntRange(min=16), default=None, help="Context size of every role."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
         click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=None,
                      help="Layers to offload (Metal/CUDA builds); 0 = CPU."),
-        click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = greedy."),
+        click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
         click.option("--seed", type=int, default=None, help="Sampling seed."),
     ]
     for option in reversed(options):
@@ -150,8 +195,10 @@ def _outcome_lines(outcome) -> list[str]:
     return lines
 
 
-def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds=None, progress=False):
-    """Runs one task, rendering events; returns the Outcome. Ctrl-C cancels the task cleanly."""
+def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds=None, progress=False,
+             codes=None):
+    """Runs one task, rendering events; returns the Outcome (and appends Notice codes to `codes`).
+    Ctrl-C cancels the task cleanly."""
     import signal
     import threading
 
@@ -168,6 +215,8 @@ def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds
         for event in team.run(query, max_steps=max_steps, budget_seconds=budget_seconds, cancel=cancel):
             if event.kind == "outcome":
                 outcome = event
+            elif event.kind == "notice" and codes is not None:
+                codes.append(event.code)
             if as_json:
                 emit_json(event.to_dict())
                 sys.stdout.flush()
@@ -182,30 +231,38 @@ def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds
 
 
 @cli.command("run")
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--query-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Read the task from this UTF-8 file (- for stdin) instead of QUERY.")
 @_team_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event; the last is the outcome.")
 @click.option("--trace", is_flag=True, help="Show planner / caller / observation steps and token counts on stderr.")
 @click.pass_context
-def run_cmd(ctx, query, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads,
+def run_cmd(ctx, query, query_file, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads,
             n_gpu_layers, temperature, seed, as_json, trace):
     """Run one task with a model team and print the answer.
 
+    QUERY is the task; `-` (or --query-file -) reads it from stdin, --query-file PATH from a file.
+
     Exit status: 0 when the run finished (answered, gave up, or hit --max-steps; the status line or
-    the JSON outcome says which), 1 on an error, 130 when cancelled with Ctrl-C.
+    the JSON outcome says which), 1 on an error, 2 on a usage error, 124 when the --budget ran out,
+    130 when cancelled with Ctrl-C.
     """
     overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed)
     verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
     try:
+        query = _read_query(query, query_file)
         team = _load_team(set_name, models_path, tools_ref, overrides, verbose=verbose)
     except UmiError as e:
         if as_json:  # --json promises an outcome line even when nothing ran
             emit_json({"event": "outcome", "status": "error", "answer": None, "steps": 0,
                        "reason": str(e), "error_type": type(e).__name__})
         raise
+    codes: list[str] = []
     with team:
         # on a terminal, one line per step so a long run is not silent; pipes get only the answer
-        outcome = _run_one(team, query, as_json=as_json, trace=trace, out=lambda s: click.echo(s, err=True),
+        outcome = _run_one(team, query, codes=codes, as_json=as_json, trace=trace,
+                           out=lambda s: click.echo(s, err=True),
                            max_steps=max_steps, budget_seconds=budget_seconds, progress=sys.stderr.isatty())
     if outcome is None:  # the loop always ends with an Outcome; guard against a broken engine anyway
         raise click.ClickException("the run ended without an outcome")
@@ -219,7 +276,8 @@ def run_cmd(ctx, query, set_name, models_path, tools_ref, max_steps, budget_seco
             click.echo(f"Error: {outcome.reason or outcome.text}", err=True)
         elif not trace:
             click.echo(f"no answer ({outcome.status}): {outcome.reason or outcome.text}", err=True)
-    ctx.exit(RUN_EXIT.get(outcome.status, 1))
+    budget = outcome.status == "cancelled" and "budget" in codes
+    ctx.exit(RUN_EXIT_BUDGET if budget else RUN_EXIT.get(outcome.status, 1))
 
 
 @cli.command("chat")
@@ -243,6 +301,9 @@ def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n
             except (EOFError, KeyboardInterrupt):
                 click.echo("", err=True)
                 break
+            except UnicodeDecodeError:
+                click.echo("that line is not UTF-8 text; ignored", err=True)
+                continue
             if not query.strip():
                 continue
             outcome = _run_one(team, query, as_json=False, trace=True, out=click.echo,
@@ -374,7 +435,7 @@ def _eval_team_options(fn):
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N."),
         click.option("--n-ctx", type=click.IntRange(min=16), default=None, help="Context size of every role."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
-        click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = greedy."),
+        click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
         click.option("--seed", type=int, default=None, help="Sampling seed."),
         click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object."),
     ]

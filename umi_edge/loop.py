@@ -5,6 +5,7 @@ model sees; faults of our code or the environment (engine failure, bad configura
 with an Error event and Outcome(status="error")."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ class Limits:
                 raise ConfigError(f"limits: {name} must be a positive integer, not {getattr(self, name)!r}")
         for name in ("budget_seconds", "tool_timeout"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"limits: {name} must be a positive number of seconds, not {value!r}")
+            if value is not None and (not isinstance(value, (int, float)) or not 0 < value < math.inf):
+                raise ConfigError(f"limits: {name} must be a positive, finite number of seconds, not {value!r}")
         if self.tool_timeout is None:
             raise ConfigError("limits: tool_timeout must be a positive number of seconds, not None")
 

@@ -9,6 +9,7 @@ does not name stay available. Relative paths in a file resolve against that file
 """
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -325,6 +326,9 @@ def _check_type(key: str, value: Any, where: str) -> None:
     if not isinstance(value, want) or (bool not in want and isinstance(value, bool)):
         names = " or ".join(t.__name__ for t in want)
         raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
+    # TOML, env and flags all accept nan / inf; llama.cpp aborts the process on a NaN temperature
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
 
 
 def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,9 +5,12 @@ prompt string becomes ids (e.g. α-UMi's literal `</s>` → EOS with per-segment
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
+
+from ..errors import ConfigError
 
 # Streaming: called with each output token id as it is produced (sampled or forced by a grammar), from the
 # generating thread, before generate() returns; an exception it raises propagates out of generate().
@@ -23,6 +26,13 @@ class Sampling:
     top_k: int = 0          # 0 = disabled (llama-cpp-python's own default of 40 is not the reference's)
     min_p: float = 0.0
     seed: int = 0
+
+    def __post_init__(self):
+        # llama.cpp aborts the process (SIGABRT) on a NaN or infinite temperature; refuse such values here
+        for name in ("temperature", "top_p", "min_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"sampling: {name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
