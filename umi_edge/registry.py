@@ -83,7 +83,8 @@ class SetSpec:
     roles: Mapping[str, RoleSpec]
     description: str = ""
     protocol: str = "alpha-umi/toolbench-v1"
-    tools: str | None = "umi_edge.tools.demo:TOOLS"   # "module:ATTR"; None = no default tools
+    # "module:ATTR", "mcp:COMMAND", "mcp+http://URL" or a [toolsources] name, or a tuple of those; None = no tools
+    tools: str | tuple[str, ...] | None = "umi_edge.tools.demo:TOOLS"
     max_steps: int = 8
     budget_seconds: float | None = 600.0   # wall clock per task, so a rambling model cannot hold the machine
     tool_timeout: float = 30.0    # per call; local tools answer in ms, a hung one must not stall the run
@@ -98,6 +99,8 @@ class Registry:
     models: Mapping[str, ModelSpec]
     sets: Mapping[str, Mapping[str, Any]]   # raw set tables; resolved per call by `resolve_set`
     files: tuple[Path, ...]
+    # [toolsources.NAME] -> umi_edge.tools.mcp.McpServer; a set's `tools` list names them
+    toolsources: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def model(self, name: str) -> ModelSpec:
         if name not in self.models:
@@ -124,7 +127,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "threads": (int,), "n_batch": (int,),
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
-    "tools": (str,), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
+    "tools": (str, list), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
     "constrained": (bool,), "tool_top_k": (int,),
 }
 
@@ -146,16 +149,19 @@ def load_registry(path: str | os.PathLike | None = None, *, env: Mapping[str, st
         files.append(p.resolve())
     models: dict[str, ModelSpec] = {}
     sets: dict[str, Mapping[str, Any]] = {}
+    toolsources: dict[str, Any] = {}
     for f in files:
         doc = _read_toml(f)
-        _check_keys(doc, ("models", "sets"), f"{f}")
+        _check_keys(doc, ("models", "sets", "toolsources"), f"{f}")
+        for name, table in _table(doc, "toolsources", f).items():
+            toolsources[name] = _parse_toolsource(name, table, f)
         for name, table in _table(doc, "models", f).items():
             models[name] = _parse_model(name, table, f)
         for name, table in _table(doc, "sets", f).items():
             if not isinstance(table, dict):
                 raise ConfigError(f"{f}: [sets.{name}] must be a table")
             sets[name] = MappingProxyType({**table, "__file__": f})
-    return Registry(MappingProxyType(models), MappingProxyType(sets), tuple(files))
+    return Registry(MappingProxyType(models), MappingProxyType(sets), tuple(files), MappingProxyType(toolsources))
 
 
 def resolve_set(
@@ -227,6 +233,10 @@ def resolve_set(
 
     for key, value in set_vals.items():
         _check_type(key, value, where)
+    if isinstance(set_vals.get("tools"), list):
+        if not set_vals["tools"] or not all(isinstance(t, str) and t for t in set_vals["tools"]):
+            raise ConfigError(f"{where}: tools must be a source string or a non-empty list of them")
+        set_vals["tools"] = tuple(set_vals["tools"])
     if "tool_top_k" in set_vals:
         from .tools.retrieval import check_top_k
 
@@ -310,6 +320,21 @@ def _parse_model(name: str, table: Any, path: Path) -> ModelSpec:
         name=name, kind=kind, ref=ref, file=table.get("file"), sha256=sha and sha.lower(),
         outtype=table.get("outtype", "q4_k_m"), revision=table.get("revision"), role=role,
     )
+
+
+def _parse_toolsource(name: str, table: Any, path: Path) -> Any:
+    where = f"{path} [toolsources.{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    if ":" in name:
+        raise ConfigError(f"{where}: a tool source name cannot contain ':' (it would read as module:ATTR)")
+    _check_keys(table, ("mcp",), where)
+    if "mcp" not in table:
+        raise ConfigError(f'{where}: give mcp = {{ command = "python", args = ["-m", "mcp_server_time"] }} '
+                          f'or mcp = {{ url = "http://127.0.0.1:8931/mcp" }}')
+    from .tools.mcp import McpServer
+
+    return McpServer.from_table(table["mcp"], where, path.parent)
 
 
 def _check_keys(table: Mapping, valid: tuple[str, ...], where: str) -> None:

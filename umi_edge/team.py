@@ -42,7 +42,6 @@ class Team:
         from .protocol import get_protocol
 
         self.roles: dict[str, Any] = {r: roles[r] for r in wanted}
-        self.tools = to_toolset(tools)
         self.protocol_name = protocol
         self.protocol = get_protocol(protocol)
         self.limits = limits if limits is not None else Limits()
@@ -58,6 +57,8 @@ class Team:
         self._busy = threading.Lock()
         self._cancel: threading.Event | None = None
         self._closed = False
+        # last: an MCP tool source starts a server process, which this Team's stack then owns
+        self.tools = to_toolset(tools, self._stack)
 
     # --- construction from models.toml ------------------------------------------------------------
 
@@ -85,30 +86,34 @@ class Team:
         from .protocol import get_protocol
 
         get_protocol(spec.protocol)   # an unknown protocol name fails here, before any download or load
-        toolset = to_toolset(tools if tools is not None else spec.tools)
-        paths: dict[str, Path] = {}
-        by_model: dict[str, Path] = {}
-        for role, rs in spec.roles.items():
-            if rs.model not in by_model:
-                by_model[rs.model] = fetch.model_path(registry.model(rs.model), download=download,
-                                                      progress=progress, set_name=spec.name)
-            paths[role] = by_model[rs.model]
-            _check_adapters(spec.name, role, rs)
+        # MCP servers a tool source starts are closed if anything below fails, and owned by the Team once built
+        tool_stack = contextlib.ExitStack()
+        toolset = to_toolset(tools if tools is not None else spec.tools, tool_stack, registry.toolsources)
+        with tool_stack:
+            paths: dict[str, Path] = {}
+            by_model: dict[str, Path] = {}
+            for role, rs in spec.roles.items():
+                if rs.model not in by_model:
+                    by_model[rs.model] = fetch.model_path(registry.model(rs.model), download=download,
+                                                          progress=progress, set_name=spec.name)
+                paths[role] = by_model[rs.model]
+                _check_adapters(spec.name, role, rs)
 
-        from .loop import Limits
+            from .loop import Limits
 
-        limits = Limits(
-            max_steps=spec.max_steps,
-            **{f"{role}_tokens": rs.max_tokens for role, rs in spec.roles.items()},
-            budget_seconds=spec.budget_seconds,
-            tool_timeout=spec.tool_timeout,
-        )
-        with _open_engines(spec, paths, verbose=verbose) as (engines, shared, stack):
-            team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
-                       spec=spec, tool_top_k=spec.tool_top_k)
-            team.models = shared
-            team.paths = paths
-            team._stack.push(stack.pop_all())
+            limits = Limits(
+                max_steps=spec.max_steps,
+                **{f"{role}_tokens": rs.max_tokens for role, rs in spec.roles.items()},
+                budget_seconds=spec.budget_seconds,
+                tool_timeout=spec.tool_timeout,
+            )
+            with _open_engines(spec, paths, verbose=verbose) as (engines, shared, stack):
+                team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
+                           spec=spec, tool_top_k=spec.tool_top_k)
+                team.models = shared
+                team.paths = paths
+                team._stack.push(stack.pop_all())
+            team._stack.push(tool_stack.pop_all())
         return team
 
     # --- running ----------------------------------------------------------------------------------
@@ -252,13 +257,18 @@ def check_query(query: Any, *, source: str = "") -> str:
     return query
 
 
-def to_toolset(tools: Any):
-    """A ToolSet from a ToolSet, "module:ATTR", a Tool / function, or a list of those (and ToolBench docs).
-    OpenAI schemas need their callable: pass `ToolSet.from_openai(specs, fns)` or `Tool.from_openai(spec, fn)`."""
-    from .tools import ToolSet, as_toolset, load_tools
+def to_toolset(tools: Any, stack: contextlib.ExitStack | None = None, toolsources: Mapping[str, Any] | None = None):
+    """A ToolSet from a ToolSet, a Tool / function, a source string ("module:ATTR", "mcp:COMMAND",
+    "mcp+http://URL" or a `toolsources` name), or a list of those (and ToolBench docs); MCP servers it starts
+    are registered on `stack` (none given: an MCP source is an error). OpenAI schemas need their callable:
+    pass `ToolSet.from_openai(specs, fns)` or `Tool.from_openai(spec, fn)`."""
+    from .tools import ToolSet, as_toolset
+    from .tools.sources import open_sources
 
     if tools is None:
         return ToolSet([])
     if isinstance(tools, str):
-        return load_tools(tools)
+        return open_sources([tools], stack, toolsources)
+    if isinstance(tools, (list, tuple)) and any(isinstance(t, str) for t in tools):
+        return open_sources(tools, stack, toolsources)
     return as_toolset(tools)
