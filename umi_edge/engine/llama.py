@@ -33,6 +33,7 @@ _native.preload()   # before numpy (via .forced / .sampling): see _native.preloa
 
 from .base import Generation, Sampling, TokenCallback  # noqa: E402
 from .forced import ForcedText  # noqa: E402
+from .kv import check_context, model_shape  # noqa: E402
 from .sampling import RoleSampler  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -603,6 +604,10 @@ class LlamaBackend:
             raise ModelError(f"role {name!r}: a q8_0 V cache needs flash_attn=True")
         if n_ctx < 64 or n_batch < 1:
             raise ModelError(f"role {name!r}: n_ctx must be >= 64 and n_batch >= 1 (got {n_ctx}, {n_batch})")
+        # before llama.cpp allocates: a too-large n_ctx failed only after minutes and gigabytes
+        check_context(name, model.path, model_shape(model), n_ctx, type_k="f16" if type_k == "auto" else type_k,
+                      type_v=type_v, memory=model.n_gpu_layers == 0)
+        n_batch = min(n_batch, n_ctx)    # as llama.cpp clamps it; a huge n_batch would size our token buffer
         role = LlamaRole(model, name=name, adapter=adapter, lora_scale=lora_scale, n_ctx=n_ctx,
                          n_threads=n_threads, n_batch=n_batch, n_ubatch=n_ubatch, sampling=sampling,
                          flash_attn=flash_attn, type_k=type_k, type_v=type_v, prefix_reuse=prefix_reuse,
