@@ -13,6 +13,11 @@ class ModelError(UmiError):
     """A model or adapter file is missing, is not a GGUF model, or llama.cpp refused it."""
 
 
+class EngineError(UmiError):
+    """An inference server failed a request: unreachable, timed out, an HTTP error or a malformed answer.
+    The message names the role and the server."""
+
+
 class FetchError(UmiError):
     """Downloading or verifying a model failed."""
 

@@ -124,6 +124,7 @@ class _Run:
         self.history: tuple[Turn, ...] = ()       # turns after the query that the run continues from
         self.choice: Choice | None = None         # constrains the first planner turn
         self.first_step = 1
+        self.unenforced: set[str] = set()   # roles told (by a Notice) that their server decodes grammar-free
         self.usage: dict[str, Usage] = {}
         self.steps = 0
         self.t0 = time.monotonic()   # reset when the consumer starts iterating
@@ -232,7 +233,8 @@ class _Run:
             gen, seconds = yield from self._generate(step, "caller", prompt, grammar=grammar,
                                                      trunk=lambda: proto.trunk(docs, history, route.plan))
             call_text = proto.postprocess(gen.text)
-            parsed = proto.parse_call(call_text, tools.names if self.constrained else ())
+            names = tools.names if self.constrained and self._enforces("caller") else ()   # grammar-shaped
+            parsed = proto.parse_call(call_text, names)
             yield Call(step=step, role="caller", text=call_text, seconds=seconds, usage=Usage.of(gen),
                        tool=parsed.action, arguments=parsed.arguments)
             self._check()
@@ -361,7 +363,7 @@ class _Run:
         source = "model" if route.marker else "default"
         allowed = self._routes(step)
         prompt_ids, prompt_trunk = self._last_ids, self._last_trunk
-        if not route.marker and self.complete_route and not proto.is_empty(gen.text):
+        if not route.marker and self.complete_route and self._enforces("planner") and not proto.is_empty(gen.text):
             from .protocol.grammar import route_grammar
 
             engine = self.roles["planner"]
@@ -411,6 +413,10 @@ class _Run:
         """The role's limit, at most half its context (the engine enforces the same rule)."""
         return max(1, min(self.limits.max_tokens(role), self.roles[engine_role or role].n_ctx // 2))
 
+    def _enforces(self, role: str) -> bool:
+        """Whether `role`'s engine enforces grammars (a remote server may not; local engines always do)."""
+        return getattr(self.roles[role], "enforces_grammar", True)
+
     def _generate(self, step: int, role: str, prompt, *, grammar: str | None = None, engine_role: str | None = None,
                   trunk=None):
         """Encode (unless given ids), keep the reference's last n_ctx - max_tokens - 8 tokens, generate.
@@ -437,9 +443,16 @@ class _Run:
             n_trunk = max(0, n_trunk - (len(ids) - keep))
             ids = ids[-keep:]
         self._last_ids, self._last_trunk = ids, n_trunk
+        key = engine_role or role
+        if grammar is not None and not self._enforces(key):
+            grammar = None      # a server without grammars: decoded free, its calls validated as unconstrained
+            if key not in self.unenforced:
+                self.unenforced.add(key)
+                yield Notice(step=step, role=key, code="grammar_unenforced",
+                             text=f"{key} runs on a server that cannot enforce grammars: it decodes unconstrained "
+                                  f"and its output is validated as in an unconstrained run")
         t = time.monotonic()
         kw = {"trunk": n_trunk} if n_trunk else {}
-        key = engine_role or role
         stream = None if self.on_token is None else _TokenText(engine, step, key, self.on_token)
         if stream is not None:
             kw["on_token"] = stream.push

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .engine.base import Sampling
+from .engine.remote import REMOTE_KEYS, check_sampling, remote_spec
 from .errors import ConfigError
 
 ROLES = ("planner", "caller", "summarizer")   # the team protocol's roles
@@ -68,6 +69,9 @@ class RoleSpec:
     # roles on it reuse one trunk KV whatever their own adapters; only each role's tail runs under its adapter
     trunk_adapter: str | None = None
     trunk_adapter_sha256: str | None = None
+    # engine = "openai-completions": the role runs on an inference server (engine.remote.RemoteSpec); `model` is
+    # still the model it runs, whose vocab encodes its prompts here
+    remote: Any = None
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -112,13 +116,14 @@ class Registry:
 
 
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
-_ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name != "role")
+_ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name not in ("role", "remote")) + ("engine",) + REMOTE_KEYS
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
              "tool_top_k")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
-OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS if k not in (*_FILE_KEYS, "sampling")) + _SAMPLING_KEYS
+OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS
+                      if k not in (*_FILE_KEYS, "sampling", "engine", *REMOTE_KEYS)) + _SAMPLING_KEYS
 _ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout", "tool_top_k")
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -411,6 +416,7 @@ def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry)
     if "model" not in layer:
         raise ConfigError(f"{w}: no model; set model = \"NAME\" (known models: {_names(registry.models)})")
     registry.model(layer["model"])
+    remote = remote_spec(layer, w)   # pops engine and the server keys; None for a local role
     sampling = layer.pop("sampling", None) or {}
     if not isinstance(sampling, dict):
         raise ConfigError(f"{w}: sampling must be a table like {{ temperature = 0.5, top_p = 1.0 }}")
@@ -441,7 +447,9 @@ def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry)
     samp = Sampling(**{k: (float(v) if isinstance(getattr(Sampling, k), float) else v) for k, v in sampling.items()})
     if samp.temperature < 0 or not 0 < samp.top_p <= 1:
         raise ConfigError(f"{w}: temperature must be ≥ 0 and top_p in (0, 1]")
-    return RoleSpec(role=role, sampling=samp, **layer)
+    if remote is not None:
+        check_sampling(remote, samp, w)
+    return RoleSpec(role=role, sampling=samp, remote=remote, **layer)
 
 
 def _check_shared_contexts(roles: Mapping[str, RoleSpec], where: str) -> None:
@@ -452,6 +460,9 @@ def _check_shared_contexts(roles: Mapping[str, RoleSpec], where: str) -> None:
         if host is None or host is r:
             raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} must name another role "
                               f"({', '.join(x for x in roles if x != r.role)})")
+        if host.remote is not None:
+            raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} names a remote role, which "
+                              f"has no local context")
         if host.share_context is not None:
             raise ConfigError(f"{where} {r.role}: share_context = {r.share_context!r} names a role that itself "
                               f"shares {host.share_context!r}; name {host.share_context!r} instead")
@@ -467,6 +478,8 @@ def _check_shared_contexts(roles: Mapping[str, RoleSpec], where: str) -> None:
 def _check_gpu_layers(roles: Mapping[str, RoleSpec], where: str) -> None:
     seen: dict[str, int] = {}
     for r in roles.values():
+        if r.remote is not None:    # its layers live on the server
+            continue
         if seen.setdefault(r.model, r.n_gpu_layers) != r.n_gpu_layers:
             raise ConfigError(f"{where}: roles sharing model {r.model!r} ask for different n_gpu_layers; use one value")
 

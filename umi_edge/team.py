@@ -191,8 +191,9 @@ class Team:
 def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
     """Yields (role engines, {realpath: SharedModel}, ExitStack owning them); frees all if the body raises.
     Each distinct GGUF is loaded once; each adapter once per model; one context per role, except roles with
-    share_context, which run on their host role's context."""
+    share_context, which run on their host role's context, and remote roles, which run on their server."""
     from .engine.llama import LlamaBackend
+    from .engine.remote import open_remote_roles
 
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(LlamaBackend(verbose=verbose))
@@ -201,6 +202,8 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
         engines: dict[str, Any] = {}
         # hosts first, so that a role with share_context finds its host's context open
         for role, rs in sorted(spec.roles.items(), key=lambda kv: kv[1].share_context is not None):
+            if rs.remote is not None:
+                continue
             key = str(Path(paths[role]).resolve())
             if key not in shared:
                 shared[key] = backend.load_model(paths[role], n_gpu_layers=rs.n_gpu_layers)
@@ -220,6 +223,8 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
                 n_batch=rs.n_batch, sampling=rs.sampling, type_k=rs.type_k,
                 trunk_adapter=None if rs.trunk_adapter is None else adapter(rs.trunk_adapter),
             )
+        # after the local models, so a remote role reads its vocab from one already loaded; each is probed here
+        engines.update(open_remote_roles(spec, paths, shared, stack))
         yield engines, shared, stack
 
 

@@ -53,7 +53,11 @@ class Generation:
 
 
 class RoleEngine(Protocol):
-    """One role's context: its own KV cache, sampler chain and (optional) LoRA adapter."""
+    """One role's context: its own KV cache, sampler chain and (optional) LoRA adapter.
+
+    Optional capabilities, read by the loop with these defaults when an engine lacks them: `has_trunk` (False;
+    see engine/llama.py) and `enforces_grammar` (True; a remote server that cannot enforce GBNF says False,
+    and the loop then passes it no grammar and validates its output as in an unconstrained run)."""
 
     bos_id: int
     eos_id: int
