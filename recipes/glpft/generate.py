@@ -60,9 +60,11 @@ def heldout() -> dict:
 class Episode:
     """A trajectory under construction; each step renders its samples from the history so far."""
 
-    def __init__(self, query: str, docs: list[dict]):
+    def __init__(self, query: str, docs: list[dict], tools=TOOLS):
         self.query = query
         self.docs = docs
+        self.tools = tools                  # the offered ToolSet (the demo toolset unless a world episode)
+        self.kind = ""                      # the episode's family/kind, for per-kind breakdowns
         self.proto = get_protocol("alpha-umi/toolbench-v1")
         self.backbone = Backbone()
         self.history: list[Turn] = [Turn("user", query)]
@@ -106,8 +108,8 @@ class Episode:
         plan = self._plan(thought, "caller", backbone_target(thought + NEXT["caller"], call=call_text))
         self._record("caller", [*self.history, Turn("assistant", plan)],
                      self.proto.caller_prompt(self.docs, self.history, plan), call_text)
-        parsed = self.proto.parse_call(self.proto.postprocess(call_text), TOOLS.names)
-        result = TOOLS.call(parsed.action, parsed.arguments)
+        parsed = self.proto.parse_call(self.proto.postprocess(call_text), self.tools.names)
+        result = self.tools.call(parsed.action, parsed.arguments)
         observation = self.proto.truncate_observation(result.text)
         self.calls.append({"tool": parsed.action, "arguments": parsed.arguments, "observation": observation,
                            "ok": result.ok})
@@ -648,36 +650,53 @@ FAMILIES: dict[str, tuple[Callable, float]] = {
 
 # --- the data set --------------------------------------------------------------------------------------------
 
-def episodes(n: int, seed: int = 0, exclude: set[str] = frozenset()) -> Iterator[Episode]:
+def episodes(n: int, seed: int = 0, exclude: set[str] = frozenset(), *, demo_share: float = 1.0,
+             world_families=None) -> Iterator[Episode]:
     """`n` distinct episodes, deterministic in `seed`, none with a held-out query, country or date, nor a
-    query in `exclude` (normalized, `normalize_query`)."""
+    query in `exclude` (normalized, `normalize_query`). A `1 - demo_share` share are tool-world episodes
+    (worldgen.py) over `world_families` (default: the training families), each with its own offered tools;
+    with `demo_share` 1 the stream is the demo-only one, unchanged."""
     rng = random.Random(seed)
     banned = heldout()
     slots = Slots(rng, banned)
-    docs = TOOLS.docs(get_protocol("alpha-umi/toolbench-v1").doc_chars)
+    proto = get_protocol("alpha-umi/toolbench-v1")
+    docs = TOOLS.docs(proto.doc_chars)
     names, weights = zip(*((k, w) for k, (_, w) in FAMILIES.items()))
+    world = None
+    if demo_share < 1.0:
+        import toolworld
+        import worldgen
+
+        wrng = random.Random(f"world:{seed}")
+        world = worldgen.World(wrng, world_families or toolworld.TRAIN_FAMILIES)
     seen: set[str] = set()
     tries = 0
     while len(seen) < n:
         tries += 1
         if tries > 50 * n:
             raise RuntimeError(f"only {len(seen)} distinct episodes after {tries} tries; ask for fewer")
-        family = FAMILIES[rng.choices(names, weights)[0]][0]
-        query, script = family(slots)
+        if world is not None and wrng.random() >= demo_share:
+            query, script, tools, kind = world.episode()
+            kind = "world/" + kind
+        else:
+            name = rng.choices(names, weights)[0]
+            (family, _), tools, kind = FAMILIES[name], TOOLS, "demo/" + name
+            query, script = family(slots)
         key = normalize_query(query)
         if key in seen or key in banned["queries"] or key in exclude or any(
                 re.search(rf"\b{re.escape(c)}\b", query) for c in banned["countries"]):
             continue
         seen.add(key)
-        e = Episode(query, docs)
+        e = Episode(query, docs if tools is TOOLS else tools.docs(proto.doc_chars), tools)
+        e.kind = kind
         script(e)
         yield e
 
 
-def build(n: int, seed: int = 0) -> dict[str, list[dict]]:
-    """The four role files' records, shuffled deterministically."""
+def build(n: int, seed: int = 0, demo_share: float = 1.0) -> dict[str, list[dict]]:
+    """The four role files' records, shuffled deterministically (`demo_share`: see `episodes`)."""
     out: dict[str, list[dict]] = {r: [] for r in ROLES}
-    for e in episodes(n, seed):
+    for e in episodes(n, seed, demo_share=demo_share):
         for r in ROLES:
             out[r].extend(e.samples[r])
     rng = random.Random(seed + 1)

@@ -311,7 +311,7 @@ def resume(ckpt: Path, key: dict, pm, opt, sched, rng):
     from peft import set_peft_model_state_dict
 
     try:
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location="cpu")  # resumable on another device
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise RecipeError(f"{ckpt}: cannot read this checkpoint ({type(e).__name__}); delete it to start over")
     if state.get("key") != key:
@@ -438,7 +438,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     torch.set_num_threads(cfg["train"]["threads"])
     lead = worker()[0] == 0   # with --workers, only the first process writes files
     out.mkdir(parents=True, exist_ok=True)
-    data = generate.build(cfg["data"]["episodes"], cfg["data"]["seed"])
+    data = generate.build(cfg["data"]["episodes"], cfg["data"]["seed"], cfg["data"].get("demo_share", 1.0))
     counts = generate.write(data, out / "data") if lead else {}
     max_len = cfg["train"]["max_len"]
     samples = {role: encode_records(data[role], gguf, max_len, role) for role in (*TEAM, "backbone")}
@@ -579,7 +579,7 @@ def probe(cfg: dict, gguf: Path, steps: int, device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(cfg["train"]["threads"])
-    data = generate.build(40, cfg["data"]["seed"])
+    data = generate.build(40, cfg["data"]["seed"], cfg["data"].get("demo_share", 1.0))
     samples = encode_records([r for role in TEAM for r in data[role]], gguf, cfg["train"]["max_len"])
     model = load_model(gguf).to(device)
     log: list = []
