@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,8 +11,8 @@ from umi_edge.engine.fake import fake_roles
 from umi_edge.eval.samples import oracle_predictions, write_json_atomic
 from umi_edge.eval.static import load_samples
 from umi_edge.team import Team
+from shared_data import TRAIN, needs_train
 
-TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpha-umi" / "train-example"
 STATIC_KEYS = {"n_samples", "plan_acc", "act_em", "hallu_rate", "arg_f1", "easy_arg_f1", "hard_arg_f1", "rouge_l"}
 
 
@@ -45,6 +44,7 @@ def _data(tmp_path):
     return p
 
 
+@needs_train
 def test_static_score_only_oracle_json(tmp_path):
     samples, _ = load_samples(TRAIN)
     preds = tmp_path / "oracle.json"

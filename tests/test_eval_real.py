@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from shared_data import TRAIN, needs_train
 from umi_edge.cli import cli
 
-TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpha-umi" / "train-example"
 # one planner turn and short generations: this proves the plumbing, not the (untrained) model's skill
 QUICK_ENV = {"UMI_EDGE_MAX_TOKENS": "24"}
 
@@ -28,6 +27,7 @@ def test_tasks_two_demo_tasks_on_smollm2(default_model_home):
 
 
 @pytest.mark.slow
+@needs_train
 def test_static_two_samples_on_smollm2(default_model_home, tmp_path):
     out = tmp_path / "preds.json"
     r = CliRunner().invoke(cli, ["eval", "static", str(TRAIN), "--limit", "2", "--n-ctx", "2048",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from umi_edge.eval.samples import (
     oracle_predictions,
     records_from_train_examples,
 )
+from shared_data import TRAIN, needs_train
 
-TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpha-umi" / "train-example"
 TOOLS = [{"Name": "t_for_x", "function": "f", "input": {}}]
 
 
@@ -55,6 +54,7 @@ def test_bad_records_name_the_field():
         check_records({"tools": []})
 
 
+@needs_train
 def test_train_examples_round_trip_and_oracle_bar():
     records = records_from_train_examples(TRAIN)
     assert len(records) == 20
@@ -74,6 +74,7 @@ def test_train_examples_round_trip_and_oracle_bar():
     assert "divergences" not in r["notes"]
 
 
+@needs_train
 def test_train_examples_missing_continuation_is_an_error():
     planner = json.loads((TRAIN / "train_planner.json").read_text())
     caller = json.loads((TRAIN / "train_caller.json").read_text())
@@ -109,6 +110,7 @@ def _damage(i, rec):
     return p
 
 
+@needs_train
 def test_golden_numbers_of_the_reference_evaluator():
     """Values printed by the paper's evaluate-multi_agent.py (with rouge==1.0.1) on these predictions."""
     preds = oracle_predictions(build_samples(records_from_train_examples(TRAIN)).samples)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +11,8 @@ from umi_edge.errors import UmiError
 from umi_edge.loop import Limits
 from umi_edge.eval.samples import write_json_atomic
 from umi_edge.eval.static import load_samples, run_static, score_file
+from shared_data import TRAIN, needs_train
 
-TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpha-umi" / "train-example"
 TOOLS = [{"Name": "t_for_x", "function": "f", "input": {"a": "string, A"}}]
 
 
@@ -21,6 +20,7 @@ def _train(name):
     return json.loads((TRAIN / f"train_{name}.json").read_text())
 
 
+@needs_train
 def test_gold_outputs_through_the_runner_reproduce_training_prompts_and_score_1():
     """Planner/caller/summarizer answer with the training target of the prompt they get: the prompts the
     runner renders must be the training `input`s byte for byte, and the predictions must score as the oracle.

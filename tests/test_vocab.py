@@ -11,10 +11,10 @@ import pytest
 import tiny_tokenizers as tt
 from golden_prompts import CALLER_37, PLANNER_37, SUMMARIZER_37
 from umi_convert.vocab import CHECK_TEXT
+from shared_data import TRAIN as TRAIN_EXAMPLES
+from shared_data import needs
 from umi_edge.errors import ConvertError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TRAIN_EXAMPLES = SHARED / "data" / "alpha-umi" / "train-example"
 CACHE = Path(__file__).parent / ".cache"
 
 # the §3.7 worked-example prompts of ../shared/docs/alpha-umi-protocol.md, verbatim
@@ -115,9 +115,11 @@ def slow_reference_ids(model_file: Path, prompt: str) -> list[int]:
     return ids
 
 
-def alpha_umi_prompts() -> list[str]:
+def alpha_umi_prompts(train: bool = True) -> list[str]:
+    """The in-repo prompts, plus every third train-example input when `train` and ../shared/data is there."""
     prompts = list(GOLDEN_PROMPTS.values()) + tt.corpus() + EDGE_CASES
-    for name in ("train_planner.json", "train_caller.json", "train_summarizer.json", "train_backbone.json"):
+    names = ("train_planner.json", "train_caller.json", "train_summarizer.json", "train_backbone.json")
+    for name in names if train else ():
         path = TRAIN_EXAMPLES / name
         if path.is_file():
             prompts += [r["input"] for r in json.loads(path.read_text(encoding="utf-8"))[::3]]
@@ -180,11 +182,13 @@ def test_spm_literal_eos_minimal(spm_dir, spm_gguf):
     assert after[0].startswith("\u2581") and "".join(after).startswith("\u2581caller:")
 
 
-def test_spm_token_exact_alpha_umi(spm_dir, spm_gguf):
-    """The bar: §3.7 prompts, train-example inputs and edge cases give the slow-tokenizer ids."""
+@pytest.mark.parametrize("train", [False, pytest.param(True, marks=needs(TRAIN_EXAMPLES))],
+                         ids=["in-repo", "train-examples"])
+def test_spm_token_exact_alpha_umi(spm_dir, spm_gguf, train):
+    """The bar: §3.7 prompts and edge cases (and the train-example inputs) give the slow-tokenizer ids."""
     llm = load_vocab(spm_gguf)
-    prompts = alpha_umi_prompts()
-    assert len(prompts) > 40
+    prompts = alpha_umi_prompts(train)
+    assert len(prompts) > (100 if train else 30)
     slow = _slow_llama_tokenizer(spm_dir)
     for prompt in prompts:
         want = slow_reference_ids(spm_dir / "tokenizer.model", prompt)
