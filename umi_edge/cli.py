@@ -484,7 +484,8 @@ def inspect_cmd(path, as_json):
 # --- eval static / eval tasks (engineer E) -----------------------------------------------------------------
 
 STATIC_KEYS = ("n_samples", "plan_acc", "act_em", "hallu_rate", "arg_f1", "easy_arg_f1", "hard_arg_f1", "rouge_l")
-TASKS_KEYS = ("n_tasks", "success_rate", "give_up_rate", "hallucinated_calls", "mean_steps", "mean_seconds")
+TASKS_KEYS = ("n_tasks", "success_rate", "give_up_rate", "hallucinated_calls", "fabrication_rate", "mean_steps",
+              "mean_seconds")
 
 
 def _eval_team_options(fn):
@@ -619,6 +620,8 @@ def _eval_tasks_set(task_path: str, limit, set_name, models_path, overrides: dic
 def _tasks_line(report: dict) -> str:
     return (f"tasks {report['n_tasks']}: success {100 * report['success_rate']:.1f}%, "
             f"give-up {100 * report['give_up_rate']:.1f}%, hallucinated calls {report['hallucinated_calls']}, "
+            f"fabrication {100 * report['fabrication_rate']:.1f}% "
+            f"({report['fabricated_answers']}/{report['answered']} answers), "
             f"{report['mean_steps']:.2f} steps and {report['mean_seconds']:.2f} s per task")
 
 
@@ -635,14 +638,14 @@ def _tasks_line(report: dict) -> str:
 def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
                    max_steps, compare, jobs):
     """End-to-end task success on a JSONL task suite (format: `umi_edge.eval.tasks`). TASKS is a file, or
-    `demo` / `heldout` for the bundled suites. One line per task on stderr; the summary on stdout.
+    `demo` / `heldout` / `unseen` for the bundled suites. One line per task on stderr; the summary on stdout.
     With --compare, every set runs the same tasks and the report has one entry per set."""
     from pathlib import Path
 
     from .eval import tasks as etasks
 
     path = Path(tasks_path)
-    if not path.exists() and tasks_path in ("demo", "heldout"):
+    if not path.exists() and tasks_path in ("demo", "heldout", "unseen"):
         from importlib import resources
 
         path = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))

@@ -22,6 +22,12 @@ Task format: one JSON object per line (blank lines and lines starting with `#` a
 
 A task succeeds when the run ends "answered" and every check passes (expect "answer"), or ends
 "gave_up" (expect "give_up"). Hallucinated calls are calls to a name that is not among the task's tools.
+
+Fabrication: every number an answer states must come from the query, a call's arguments or an observation
+(a calculator result is an observation, so arithmetic done by a tool counts; arithmetic done in the answer
+does not). A number written with fewer digits matches a value it rounds ("about 95" for 95.3, "68.2 million"
+for 68,213,456), and signs are ignored ("fell by 2.5%" for -2.5). `fabricated` lists a task's ungrounded
+numbers; a set's `fabrication_rate` is the share of its answered tasks with any.
 """
 from __future__ import annotations
 
@@ -177,6 +183,29 @@ def numbers_in(text: str) -> list[float]:
     return out
 
 
+def _precision(text: str) -> float:
+    """Half a unit in the last place a number was written with ("12.3" -> 0.05, "68.2 million" -> 50000)."""
+    m = _NUMBER.fullmatch(text.strip())
+    digits = m.group()[: m.start(1) - m.start()] if m and m.group(1) else text
+    mantissa = digits.strip().split("e")[0].split("E")[0]
+    places = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    scale = _SCALE[m.group(1).lower()] if m and m.group(1) else 1.0
+    return 0.5 * 10.0 ** -places * scale
+
+
+def fabricated_numbers(answer: str | None, grounds: Iterable[str]) -> list[float]:
+    """The numbers written in `answer` that none of `grounds` (the query, the calls' arguments, the
+    observations) contains, up to the precision the answer writes them with and their sign."""
+    known = [abs(v) for g in grounds for v in numbers_in(g or "")]
+    out = []
+    for m in _NUMBER.finditer(answer or ""):
+        (x,) = numbers_in(m.group())
+        tol = max(_precision(m.group()), 1e-9 * abs(x))
+        if not any(abs(abs(x) - g) <= tol for g in known):
+            out.append(x)
+    return out
+
+
 def _same(expected: Any, got: Any) -> bool:
     if isinstance(expected, bool) or isinstance(got, bool):
         return expected is got
@@ -242,6 +271,7 @@ class TaskResult:
     calls: list = field(default_factory=list)
     failure: str | None = None
     tokens: dict = field(default_factory=dict)
+    fabricated: list = field(default_factory=list)   # numbers in the answer found in no query/call/observation
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -252,13 +282,16 @@ def run_task(team: Any, task: Task, toolset: Any) -> TaskResult:
     started = time.perf_counter()
     outcome = None
     calls: list[tuple[str, str]] = []
+    observations: list[str] = []
     hallucinated = 0
     for ev in team.run(task.query, tools=toolset, max_steps=task.max_steps):
         kind = getattr(ev, "kind", "")
         if kind == "call":
             calls.append((ev.tool, ev.arguments))
-        elif kind == "observation" and getattr(ev, "error", None) == "unknown_tool":
-            hallucinated += 1
+        elif kind == "observation":
+            observations.append(ev.text)
+            if getattr(ev, "error", None) == "unknown_tool":
+                hallucinated += 1
         elif kind == "outcome":
             outcome = ev
     seconds = time.perf_counter() - started
@@ -276,12 +309,14 @@ def run_task(team: Any, task: Task, toolset: Any) -> TaskResult:
     else:
         failure = check_answer(task, outcome.answer, calls)
         success = failure is None
+    fabricated = (fabricated_numbers(outcome.answer, [task.query, *(a for _, a in calls), *observations])
+                  if outcome.status == "answered" else [])
     return TaskResult(task.id, task.expect, outcome.status, success, outcome.steps, round(seconds, 4),
-                      hallucinated, outcome.answer, [list(c) for c in calls], failure, tokens)
+                      hallucinated, outcome.answer, [list(c) for c in calls], failure, tokens, fabricated)
 
 
 def summarize(results: list[TaskResult]) -> dict[str, Any]:
-    """The --json report: the six headline numbers, then status counts, per-role tokens and per-task rows."""
+    """The --json report: the headline numbers, then status counts, per-role tokens and per-task rows."""
     n = len(results)
     statuses: dict[str, int] = {}
     tokens: dict[str, dict[str, int]] = {}
@@ -298,6 +333,9 @@ def summarize(results: list[TaskResult]) -> dict[str, Any]:
         "hallucinated_calls": sum(r.hallucinated_calls for r in results),
         "mean_steps": sum(r.steps for r in results) / n,
         "mean_seconds": sum(r.seconds for r in results) / n,
+        "fabrication_rate": sum(bool(r.fabricated) for r in results) / max(1, statuses.get("answered", 0)),
+        "fabricated_answers": sum(bool(r.fabricated) for r in results),
+        "answered": statuses.get("answered", 0),
         "status_counts": statuses,
         "tokens_by_role": tokens,
         "mean_tokens_by_role": {role: {k: v / n for k, v in t.items()} for role, t in tokens.items()},
