@@ -401,9 +401,19 @@ def serve_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, 
             raise
         return teams
 
+    import signal
+
     click.echo(f"umi-edge serve: loading {', '.join(names)}", err=True)
-    serve(load, config, on_ready=lambda url: click.echo(
-        f"umi-edge serve: {', '.join(names)} ready; API {url}/v1, page {url}/", err=True))
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then re-raises the signal: a stop asked for is exit 0
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        serve(load, config, on_ready=lambda url: click.echo(
+            f"umi-edge serve: {', '.join(names)} ready; API {url}/v1, page {url}/", err=True))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo("umi-edge serve: stopped", err=True)
 
 
 # --- convert / inspect (engineer A) ------------------------------------------------------------------------
