@@ -117,6 +117,8 @@ class McpTool(Tool):
     """A tool listed by an MCP server; `run` validates the arguments here, then calls through the session."""
 
     source: "McpSource | None" = None
+    # the server wraps a plain return value as {"result": value} (the SDK does for str, int, list...): unwrapped
+    wrapped_result: bool = False
 
     @property
     def executable(self) -> bool:
@@ -131,16 +133,20 @@ class McpTool(Tool):
             return ToolResult(fault(f"invalid arguments for {self.name}: {problem}"), "bad_arguments", self.name,
                               seconds=time.monotonic() - t0)
         limit = self.timeout if self.timeout is not None else timeout
-        text, error = self.source.call(self.name, args, timeout=limit, cancel=cancel)
+        text, error = self.source.call(self.name, args, timeout=limit, cancel=cancel, unwrap=self.wrapped_result)
         return ToolResult(text, error, self.name, seconds=time.monotonic() - t0)
 
 
-def result_text(result: Any) -> str:
-    """Observation text of a CallToolResult: structured content as sorted JSON, else the content blocks joined
-    (text as is; other blocks as a short bracketed note, since the model reads text only)."""
-    if getattr(result, "structured_content", None) is not None:
+def result_text(result: Any, *, unwrap: bool = False) -> str:
+    """Observation text of a CallToolResult: structured content as sorted JSON (a string as is), else the
+    content blocks joined (text as is; other blocks as a short bracketed note, since the model reads text only).
+    `unwrap`: structured content {"result": value} stands for value."""
+    structured = getattr(result, "structured_content", None)
+    if unwrap and isinstance(structured, Mapping) and list(structured) == ["result"]:
+        structured = structured["result"]
+    if structured is not None:
         try:
-            return serialize(result.structured_content)
+            return serialize(structured)
         except TypeError:
             pass
     parts = []
@@ -344,15 +350,16 @@ class McpSource:
             schema = t.input_schema or EMPTY_PARAMETERS
             try:
                 out.append(McpTool(name=t.name, description=(t.description or "").strip(),
-                                   parameters=_check_schema(schema, where), toolkit=self.server_name, source=self))
+                                   parameters=_check_schema(schema, where), toolkit=self.server_name, source=self,
+                                   wrapped_result=_wraps_result(t.output_schema)))
             except ToolError as e:
                 msg = str(e)
                 raise ToolError(msg if msg.startswith(self.server.label) else f"{self.server.label}: {msg}") from None
         return out
 
     # --- calls -------------------------------------------------------------------------------------------
-    def call(self, name: str, args: dict, *, timeout: float,
-             cancel: threading.Event | None = None) -> tuple[str, str | None]:
+    def call(self, name: str, args: dict, *, timeout: float, cancel: threading.Event | None = None,
+             unwrap: bool = False) -> tuple[str, str | None]:
         """(observation text, fault code or None). Never raises for a fault of the server or the tool."""
         from mcp.shared.exceptions import MCPError
         from mcp_types import CONNECTION_CLOSED
@@ -398,7 +405,7 @@ class McpSource:
                 except Exception as e:  # noqa: BLE001 - a transport failure: the session is not trusted again
                     self._stale = True
                     return fault(f"{name} failed: {_describe(_root(e))}"), "raised"
-        text = result_text(result)
+        text = result_text(result, unwrap=unwrap)
         if result.is_error:
             return fault(f"{name} failed: {text}"), "raised"
         return text, None
@@ -419,6 +426,12 @@ class McpSource:
         self._stale = False
         log.debug("%s restarted with %d tools", self.server.label, len(listing))
         return None
+
+
+def _wraps_result(schema: Any) -> bool:
+    """An output schema that is only a wrapper: one required property, "result"."""
+    return (isinstance(schema, Mapping) and list(schema.get("properties") or {}) == ["result"]
+            and list(schema.get("required") or []) == ["result"])
 
 
 def _root(e: BaseException) -> BaseException:

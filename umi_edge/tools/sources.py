@@ -20,18 +20,22 @@ def open_sources(specs: Iterable[Any], stack: contextlib.ExitStack | None = None
     toolsources = toolsources or {}
     owner: dict[str, str] = {}   # tool name -> the source that offers it
     tools = []
-    for spec in specs:
-        if isinstance(spec, str):
-            label, found = _open(spec, stack, toolsources)
-        else:
-            label, found = repr(spec)[:80], as_toolset(spec)
-        for t in found:
-            if t.name in owner:
-                where = "twice by " + label if owner[t.name] == label else f"by both {owner[t.name]} and {label}"
-                raise ToolError(f"tool {t.name!r} is offered {where}; tool names must be unique, drop one source")
-            owner[t.name] = label
-            tools.append(t)
-    return ToolSet(tools)
+    with contextlib.ExitStack() as opened:   # a later source failing ends the servers already started
+        for spec in specs:
+            if isinstance(spec, str):
+                label, found = _open(spec, opened if stack is not None else None, toolsources)
+            else:
+                label, found = repr(spec)[:80], as_toolset(spec)
+            for t in found:
+                if t.name in owner:
+                    where = f"twice by {label}" if owner[t.name] == label else f"by both {owner[t.name]} and {label}"
+                    raise ToolError(f"tool {t.name!r} is offered {where}; tool names must be unique, drop one source")
+                owner[t.name] = label
+                tools.append(t)
+        toolset = ToolSet(tools)
+        if stack is not None:
+            stack.push(opened.pop_all())
+    return toolset
 
 
 def _open(spec: str, stack: contextlib.ExitStack | None, toolsources: Mapping[str, Any]) -> tuple[str, list]:
