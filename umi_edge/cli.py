@@ -120,6 +120,11 @@ def _read_query(query: str | None, query_file: str | None) -> str:
     return check_query(text.strip(), source=source)
 
 
+def _tool_sources(ctx, param, value):
+    """--tools given n times: the list of sources; not given: None (the set's tools)."""
+    return list(value) or None
+
+
 def _team_options(fn):
     """Options shared by `run` and `chat`: which set, which models file, tools and per-run overrides."""
     options = [
@@ -128,8 +133,10 @@ def _team_options(fn):
         click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
                      help="A models.toml overlaid on the bundled one: its sets/models replace same-named "
                           "ones (default: $UMI_EDGE_MODELS)."),
-        click.option("--tools", "tools_ref", metavar="MODULE:ATTR", default=None,
-                     help="Tools to offer, e.g. my_tools:TOOLS or path/to/file.py:TOOLS (default: the set's)."),
+        click.option("--tools", "tools_ref", metavar="SOURCE", multiple=True, callback=_tool_sources,
+                     help="Tools to offer (repeatable; sources combine): my_tools:TOOLS, path/to/file.py:TOOLS, "
+                          "'mcp:COMMAND LINE' (an MCP server on stdio), mcp+http://HOST:PORT/mcp, or a "
+                          "[toolsources] name from models.toml (default: the set's)."),
         click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Planner turns at most."),
         click.option("--budget", "budget_seconds", type=_FiniteFloat(min=0, min_open=True), default=None,
                      help="Wall-clock budget per task, in seconds."),
@@ -316,6 +323,37 @@ def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n
                 click.echo(f"answer: {outcome.answer}")
             else:
                 click.echo(f"no answer ({outcome.status}){': ' + outcome.reason if outcome.reason else ''}")
+
+
+# --- mcp: the team as an MCP server -------------------------------------------------------------------------
+
+@cli.command("mcp")
+@_team_options
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              help="stdio: for a host that starts this command; http: streamable HTTP at http://HOST:PORT/mcp.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind with --transport http.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8931, show_default=True,
+              help="Port for --transport http.")
+@click.pass_context
+def mcp_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads, n_gpu_layers,
+            temperature, seed, transport, host, port, tool_top_k=None):
+    """Serve the team as an MCP server: one tool, run_task(query) -> {answer, status, steps}, with a progress
+    notification per step; a host's cancel cancels the run. The team loads before serving starts."""
+    from .tools.mcp import require_sdk
+
+    require_sdk()   # a missing extra fails before any model loads
+    from .mcp_server import serve
+
+    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed,
+                     max_steps=max_steps, budget_seconds=budget_seconds, tool_top_k=tool_top_k)
+    verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
+    with _load_team(set_name, models_path, tools_ref, overrides, verbose=verbose) as team:
+        if transport == "http":
+            click.echo(f"umi-edge mcp: serving run_task at http://{host}:{port}/mcp (Ctrl-C stops)", err=True)
+        try:
+            serve(team, transport=transport, host=host, port=port)
+        except KeyboardInterrupt:
+            ctx.exit(130)
 
 
 @cli.command("pull")
