@@ -159,6 +159,15 @@ def test_unconstrained_calls_the_client_cannot_run_become_faults_the_model_sees(
     assert "No such function name: wether" in team.roles["planner"].prompts[1]
 
 
+def test_a_call_outside_the_client_tools_never_goes_to_the_client():
+    """The call grammar rules it out; should an engine not enforce it, the call is a fault the model sees."""
+    team = fake_team([W_PLAN, W_PLAN], [CALL, W_CALL])
+    with LiveServer({"fake": team}) as s:
+        r = s.client().chat.completions.create(model="fake", messages=QUESTION, tools=[WEATHER])
+        assert r.choices[0].message.tool_calls[0].function.name == "weather"
+        assert "No such function name: add" in team.roles["planner"].prompts[1]
+
+
 def test_a_conversation_after_an_answer_continues_as_a_new_user_turn():
     team = fake_team([PLAN_DONE], [], ["84."])
     with LiveServer({"fake": team}) as s:

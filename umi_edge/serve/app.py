@@ -30,7 +30,7 @@ from starlette.routing import Route
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..errors import ConfigError
-from .chat import ChatRun, client_can_run, stop_at_calls
+from .chat import ChatRun, client_calls, client_can_run
 from .conversation import parse_chat
 from .errors import ApiError, bad_request
 from .worker import Closed, Job, QueueFull, TeamWorker
@@ -177,10 +177,11 @@ def create_app(load: Callable[[], Mapping[str, Any]] | Mapping[str, Any], config
         req = parse_chat(body, {name: w.team for name, w in workers.items()})
         worker = workers[req.model]
         eager = req.client_tools and worker.team.constrained
-        stop = None if not req.client_tools else stop_at_calls if eager else client_can_run(req.tools)
+        stop = None if not req.client_tools else client_calls(req.tools) if eager else client_can_run(req.tools)
         job = Job(req.query, tools=req.tools, history=req.history, choice=req.choice, tokens=req.stream, stop_at=stop)
         server.submit(worker, job)
-        run = ChatRun(model=req.model, client_tools=req.client_tools, eager=eager, include_usage=req.include_usage)
+        run = ChatRun(model=req.model, client_tools=req.client_tools, eager=eager, include_usage=req.include_usage,
+                      tool_names=req.tools.names if req.client_tools else ())
         if req.stream:
             return EventSourceResponse(_chat_events(job, worker, run), sep=SSE_SEP, ping=config.ping_seconds)
         await _collect(request, job, worker, run)

@@ -68,6 +68,7 @@ class ChatRun:
     model: str
     client_tools: bool
     eager: bool
+    tool_names: tuple[str, ...] = ()      # the client's tools
     include_usage: bool = False
     id: str = field(default_factory=lambda: new_id("chatcmpl-"))
     created: int = field(default_factory=lambda: int(time.time()))
@@ -225,6 +226,8 @@ class ChatRun:
         if not self._head_sent:
             name = self._caller_raw[:i].strip()
             name = name[len(CALLER_PREFIX.strip()):].strip() if name.startswith(CALLER_PREFIX.strip()) else name
+            if name not in self.tool_names:
+                return []
             out += self._send_plan() + self._send_head(name)
         args = self._caller_raw[i + len(sep):]
         return out + self._delta_args(self._args.push(args[len(self._args.raw):]))
@@ -242,6 +245,11 @@ def client_can_run(tools) -> Any:
     return stop
 
 
-def stop_at_calls(event) -> bool:
-    """stop_at for client-side tools under the call grammar: every call goes to the client."""
-    return event.kind == "call"
+def client_calls(tools) -> Any:
+    """stop_at for client-side tools under the call grammar, which admits only their names and schemas: every
+    call goes to the client (as it streamed, even where a detail of a schema is beyond the grammar)."""
+
+    def stop(event) -> bool:
+        return event.kind == "call" and event.tool in tools
+
+    return stop
