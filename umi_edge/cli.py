@@ -146,6 +146,9 @@ def _team_options(fn):
                      help="Layers to offload (Metal/CUDA builds); 0 = CPU."),
         click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
         click.option("--seed", type=int, default=None, help="Sampling seed."),
+        click.option("--tool-top-k", type=click.IntRange(min=0), default=None,
+                     help="With more tools than K, offer the planner and caller only the K ranked best against the "
+                          "task, per step; 0 offers every tool (default: the set's tool_top_k)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -177,6 +180,8 @@ def _trace_line(event) -> str:
         head = f"[{event.step}] summarizer"
     elif kind == "give_up":
         head = f"[{event.step}] planner gave up"
+    elif kind == "tools":
+        head = f"[{event.step}] tools for the {event.role}: {len(event.tools)} of {event.total} ({event.ranker})"
     elif kind == "notice":
         head = f"[{event.step}] notice {event.code}"
     elif kind == "error":
@@ -246,7 +251,7 @@ def _run_one(team, query, *, as_json, trace, out, max_steps=None, budget_seconds
 @click.option("--trace", is_flag=True, help="Show planner / caller / observation steps and token counts on stderr.")
 @click.pass_context
 def run_cmd(ctx, query, query_file, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads,
-            n_gpu_layers, temperature, seed, as_json, trace):
+            n_gpu_layers, temperature, seed, as_json, trace, tool_top_k=None):
     """Run one task with a model team and print the answer.
 
     QUERY is the task; `-` (or --query-file -) reads it from stdin, --query-file PATH from a file.
@@ -255,7 +260,8 @@ def run_cmd(ctx, query, query_file, set_name, models_path, tools_ref, max_steps,
     the JSON outcome says which), 1 on an error, 2 on a usage error, 124 when the --budget ran out,
     130 when cancelled with Ctrl-C.
     """
-    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed)
+    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed,
+                     tool_top_k=tool_top_k)
     verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
     try:
         query = _read_query(query, query_file)
@@ -291,12 +297,13 @@ def run_cmd(ctx, query, query_file, set_name, models_path, tools_ref, max_steps,
 @_team_options
 @click.pass_context
 def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n_ctx, threads, n_gpu_layers,
-             temperature, seed):
+             temperature, seed, tool_top_k=None):
     """Interactive: each line is one task (α-UMi tasks are independent), run with its trace shown.
 
     Ctrl-C during a task cancels it; Ctrl-D (EOF) or Ctrl-C at the prompt exits.
     """
-    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed)
+    overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed,
+                     tool_top_k=tool_top_k)
     verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
     with _load_team(set_name, models_path, tools_ref, overrides, verbose=verbose) as team:
         name = team.spec.name if team.spec else "custom"
@@ -737,6 +744,71 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
     width = max(len(n) for n in names)
     for name, report in by_set.items():
         click.echo(f"{name:<{width}}  {_tasks_line(report)}")
+
+
+@eval_group.command("retrieval")
+@click.argument("tasks_path", metavar="TASKS", type=click.Path())
+@_eval_team_options
+@click.option("--distractors", "pool_ref", metavar="MODULE:ATTR", required=True,
+              help="Tools to draw distractors from (module:ATTR or file.py:ATTR), e.g. "
+                   "recipes/glpft/toolworld.py:TOOLS.")
+@click.option("--offered", default="8,32,100", show_default=True,
+              help="Tool-set sizes, comma-separated: each task's tools plus distractors up to each size.")
+@click.option("--tool-top-k", "k", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Retrieval's k: sizes above it also run with only the top k offered.")
+@click.option("--embeddings", is_flag=True,
+              help="Also measure recall@k ranked by the base model's own embeddings (mean-pooled).")
+@click.option("--recall-only", is_flag=True, help="Measure recall@k only; run no task.")
+@click.pass_context
+def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
+                       pool_ref, offered, k, embeddings, recall_only):
+    """Tool retrieval, measured: TASKS (a file, or a bundled suite such as `heldout`) with distractors up to
+    each --offered size, every size with all tools offered and every size above k with the top k, side by
+    side in one run: success, planner prompt tokens and their ratios, and recall@k against each query."""
+    from importlib import resources
+    from pathlib import Path
+
+    from .eval import retrieval, tasks as etasks
+    from .tools import load_tools
+
+    path = Path(tasks_path)
+    bundled = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
+    if not path.exists() and bundled.is_file():
+        path = bundled
+    try:
+        sizes = [int(s) for s in offered.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{offered!r} is not a comma-separated list of sizes", param_hint="--offered")
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("sizes must be positive", param_hint="--offered")
+    task_list = etasks.load_tasks(path, limit=limit)
+    pool = load_tools(pool_ref)
+
+    def progress(config, done, total, r):
+        click.echo(f"{config.name} [{done}/{total}] {'ok  ' if r.success else 'FAIL'} {r.id}: {r.status}, "
+                   f"{r.steps} steps, {r.seconds:.1f} s" + (f" — {r.failure}" if r.failure else ""), err=True)
+
+    team = embed = None
+    try:
+        if not recall_only or embeddings:
+            overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
+            team = _eval_load_team(ctx, set_name, models_path, overrides)
+        if embeddings:
+            embed = retrieval.llama_embedder(next(iter(team.paths.values())), threads=threads)
+        report = retrieval.evaluate(team, task_list, pool, sizes, k, embed=embed, run=not recall_only,
+                                    progress=progress)
+    finally:
+        if embed is not None:
+            embed.close()
+        if team is not None:
+            team.close()
+    report["tasks"] = str(path)
+    report["distractors"] = pool_ref
+    if as_json:
+        emit_json(report)
+        return
+    for line in retrieval.render(report):
+        click.echo(line)
 
 
 # --- bench (engineer F) -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ planner's KV prefix stays valid. `EmbeddingRanker` ranks by cosine similarity of
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -19,17 +20,20 @@ from .core import Tool, ToolSet
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 # planner thoughts and calls say which tool they mean; observations are JSON whose keys match unrelated tools
 RANKED_TURNS = ("user", "assistant", "caller")
+# question and request words: frequent in queries and in descriptions ("How many ..."), never a tool's subject
+_QUERY_WORDS = frozenset("what which who whom whose when where why how many much do does did i me my you your we "
+                         "our us can could would should please tell".split())
 
 
 def words(text: str) -> list[str]:
     """Lower-case word stems of `text`: identifiers split at case changes, '_', '-', '.', digits apart;
-    English stop words dropped; a plural 's' stripped (so "units" meets "unit")."""
+    English stop words and question words dropped; a plural 's' stripped (so "units" meets "unit")."""
     from bm25s.stopwords import STOPWORDS_EN
 
     out = []
     for w in _WORD.findall(text):
         w = w.lower()
-        if w in STOPWORDS_EN:
+        if w in STOPWORDS_EN or w in _QUERY_WORDS:
             continue
         if len(w) > 3 and w.endswith("ies"):
             w = w[:-3] + "y"
@@ -61,6 +65,7 @@ class BM25Ranker:
             import bm25s
         except ImportError:  # a base dependency; only a broken install lacks it
             raise ConfigError("tool retrieval needs the bm25s package: pip install umi-edge") from None
+        logging.getLogger("bm25s").setLevel(logging.WARNING)   # it logs every index build at DEBUG
         self.tools = list(tools)
         corpus = [words(tool_text(t)) or [""] for t in self.tools]
         self._bm25 = bm25s.BM25(k1=k1, b=b)
@@ -106,6 +111,14 @@ def ranking_text(query: str, history: Iterable[Any] = ()) -> str:
     """The text tools are ranked against at a step: the query, then the planner's thoughts and the calls
     so far (history turns with a `role` and `text`; observations are left out)."""
     return "\n".join([query, *(t.text for t in history if t.role in RANKED_TURNS[1:])])
+
+
+NAMED_BONUS = 1e6   # above any BM25 score or cosine similarity
+
+
+def mentioned(names: Iterable[str], text: str) -> set[str]:
+    """The tool names that occur in `text` as whole identifiers ("calculator." counts, "my_calculator" does not)."""
+    return {n for n in names if re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", text)}
 
 
 def top_k(scores: Sequence[float], k: int) -> list[int]:
@@ -154,8 +167,11 @@ class ToolRetriever:
     def offer(self, query: str, history: Iterable[Any] = ()) -> Offer:
         if not self.active:
             return Offer(self.tools, len(self.tools), None)
-        scores = self.ranker.scores(ranking_text(query, history))
-        chosen = top_k(scores, self.top_k)
+        text = ranking_text(query, history)
+        scores = self.ranker.scores(text)
+        # a tool named outright (a plan's "with the calculator", an earlier call) outranks every unnamed one
+        named = mentioned(self.tools.names, text)
+        chosen = top_k([s + NAMED_BONUS if n in named else s for n, s in zip(self.tools.names, scores)], self.top_k)
         every = list(self.tools)
         return Offer(ToolSet([every[i] for i in chosen]), len(every), getattr(self.ranker, "name", "custom"),
                      tuple(round(scores[i], 4) for i in chosen))

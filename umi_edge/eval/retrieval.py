@@ -1,0 +1,222 @@
+"""`umi-edge eval retrieval`: a task suite run with more tools than it needs, with and without tool retrieval,
+side by side in one invocation: success and planner prompt tokens per configuration, and recall@k (is each
+tool a task needs among the top k ranked against its query).
+
+Each task's tools are widened to N by distractors drawn from a pool (`--distractors MODULE:ATTR`, e.g. the
+tool world of recipes/glpft), the same draw for a task at every N (the 32-tool set holds the 8-tool one),
+shuffled in with the task's own tools so that a tool's position says nothing. Configurations: every N with
+all tools offered, and every N larger than k with the top k offered.
+"""
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import UmiError
+from ..tools import ToolSet
+from ..tools.retrieval import BM25Ranker, EmbeddingRanker, ranking_text, top_k
+from . import tasks as etasks
+
+
+@dataclass(frozen=True)
+class Config:
+    n_tools: int
+    top_k: int = 0          # 0: every tool offered
+
+    @property
+    def name(self) -> str:
+        return f"all {self.n_tools}" if not self.top_k else f"top {self.top_k} of {self.n_tools}"
+
+
+def configs(sizes: Sequence[int], k: int) -> list[Config]:
+    """Every size with all tools offered, then every size larger than k with the top k offered."""
+    sizes = sorted(set(sizes))
+    return [Config(n) for n in sizes] + [Config(n, k) for n in sizes if k and n > k]
+
+
+def widen(tools: ToolSet, pool: ToolSet, n: int, key: str) -> ToolSet:
+    """`tools` plus distractors from `pool` up to `n` tools, shuffled together. The draw depends only on `key`
+    (a task id): a larger `n` adds tools to the same draw, so smaller sets nest in larger ones."""
+    if n <= len(tools):
+        return tools
+    extra = [t for t in pool if t.name not in tools]
+    if len(extra) < n - len(tools):
+        raise UmiError(f"the distractor pool has {len(extra)} tools not in the task's set; {n} tools need "
+                       f"{n - len(tools)}: give a larger --distractors pool or smaller --offered sizes")
+    rng = random.Random(zlib.crc32(key.encode()))
+    rng.shuffle(extra)
+    chosen = [*tools, *extra[: n - len(tools)]]
+    # positions: a fixed random order of the pool's draw, so the task's tools sit anywhere, stably across n
+    slot = {t.name: rng.random() for t in chosen}
+    return ToolSet(sorted(chosen, key=lambda t: slot[t.name]))
+
+
+def needed_tools(task: etasks.Task, gold: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """The tools a task needs: its check's expected calls, else the gold calls known for its id (bundled suites)."""
+    calls = task.check.get("calls") if task.check else None
+    if calls:
+        return tuple(dict.fromkeys(c["tool"] for c in calls))
+    return (gold or {}).get(task.id, ())
+
+
+def bundled_gold() -> dict[str, tuple[str, ...]]:
+    """id -> tools called, for the bundled demo and held-out suites (from their generator's recipes)."""
+    from .demo_tasks import demo_recipes, heldout_recipes
+
+    out = {}
+    for r in [*demo_recipes(), *heldout_recipes()]:
+        if not isinstance(r, dict):
+            out[r.id] = tuple(dict.fromkeys(name for name, _ in r.calls))
+    return out
+
+
+def recall_at_k(tasks: Iterable[etasks.Task], toolsets: Sequence[ToolSet], k: int, ranker: Callable[[ToolSet], Any],
+                gold: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Fraction of (task, needed tool) pairs whose tool is in the top k against the task's query alone
+    (what the planner's first step sees), over tasks that need a tool."""
+    hits = total = 0
+    misses = []
+    for task, tools in zip(tasks, toolsets):
+        need = needed_tools(task, gold)
+        if not need:
+            continue
+        scores = ranker(tools).scores(ranking_text(task.query))
+        chosen = {tools.names[i] for i in top_k(scores, k)}
+        for name in need:
+            total += 1
+            hits += name in chosen
+            if name not in chosen:
+                misses.append(f"{task.id}:{name}")
+    return {"recall": hits / total if total else None, "pairs": total, "misses": misses}
+
+
+class _Tap:
+    """A team whose runs also record which tools the caller was offered at each step (ToolsOffered events)."""
+
+    def __init__(self, team):
+        self.team = team
+        self.offers: list[tuple[str, tuple[str, ...]]] = []
+        self.truncated = 0
+
+    def run(self, query, **kw):
+        self.offers = []
+        for ev in self.team.run(query, **kw):
+            if ev.kind == "tools":
+                self.offers.append((ev.role, ev.tools))
+            elif ev.kind == "notice" and getattr(ev, "code", "") == "context_truncated":
+                self.truncated += 1
+            yield ev
+
+
+def run_config(team, task_list, toolsets, config: Config, gold, progress=None) -> dict[str, Any]:
+    """Run every task with this configuration's tools and top k; the tasks report plus retrieval figures."""
+    tap = _Tap(team)
+    team.tool_top_k = config.top_k
+    results, offered_hits, offered_total = [], 0, 0
+    t0 = time.monotonic()
+    for i, (task, tools) in enumerate(zip(task_list, toolsets)):
+        r = etasks.run_task(tap, task, tools)
+        results.append(r)
+        # a needed tool the run called was offered by construction; count those it never saw
+        seen = set(tools.names) if not config.top_k else {n for _, names in tap.offers for n in names}
+        for name in needed_tools(task, gold):
+            offered_total += 1
+            offered_hits += name in seen
+        if progress is not None:
+            progress(config, i + 1, len(task_list), r)
+    report = etasks.summarize(results)
+    report.update(config=config.name, n_tools=config.n_tools, top_k=config.top_k,
+                  planner_prompt_per_task=report["mean_tokens_by_role"].get("planner", {}).get("prompt", 0.0),
+                  offered_recall=offered_hits / offered_total if offered_total else None,
+                  context_truncations=tap.truncated, wall_seconds=time.monotonic() - t0)
+    return report
+
+
+def evaluate(team, task_list: list[etasks.Task], pool: ToolSet, sizes: Sequence[int], k: int, *,
+             embed: Callable[[list[str]], Any] | None = None, run: bool = True,
+             progress=None) -> dict[str, Any]:
+    """Recall@k of every ranker for every size larger than k, then (with `run`) every configuration's run."""
+    base_sets = [etasks.resolve_tools(t) for t in task_list]
+    gold = bundled_gold()
+    by_size = {n: [widen(ts, pool, n, t.id) for t, ts in zip(task_list, base_sets)] for n in sorted(set(sizes))}
+    rankers: dict[str, Callable[[ToolSet], Any]] = {"bm25": BM25Ranker}
+    if embed is not None:
+        rankers["embedding"] = lambda tools: EmbeddingRanker(tools, embed)
+    recall = {name: {str(n): recall_at_k(task_list, sets, k, make, gold) for n, sets in by_size.items() if n > k}
+              for name, make in rankers.items()}
+    out: dict[str, Any] = {"k": k, "sizes": sorted(set(sizes)), "n_tasks": len(task_list), "recall": recall,
+                           "configs": []}
+    if run:
+        for config in configs(sizes, k):
+            out["configs"].append(run_config(team, task_list, by_size[config.n_tools], config, gold, progress))
+        out["compare"] = compare(out["configs"], k)
+    return out
+
+
+def compare(reports: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """For each top-k configuration: its success against the smallest all-tools run (points) and its planner
+    prompt tokens against the all-tools run of the same size (how many times fewer)."""
+    by_name = {r["config"]: r for r in reports}
+    smallest = min((r for r in reports if not r["top_k"]), key=lambda r: r["n_tools"], default=None)
+    rows = []
+    for r in reports:
+        if not r["top_k"]:
+            continue
+        full = by_name.get(f"all {r['n_tools']}")
+        rows.append({
+            "config": r["config"],
+            "success_points_vs": smallest and smallest["config"],
+            "success_points": None if smallest is None else 100 * (r["success_rate"] - smallest["success_rate"]),
+            "prompt_ratio_vs": full and full["config"],
+            "planner_prompt_ratio": (full["planner_prompt_per_task"] / r["planner_prompt_per_task"]
+                                     if full and r["planner_prompt_per_task"] else None),
+        })
+    return rows
+
+
+def llama_embedder(model_path: str, *, n_ctx: int = 512, threads: int | None = None):
+    """`embed(texts)` with the GGUF's own token embeddings through its layers, mean-pooled (llama.cpp)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(model_path), embedding=True, n_ctx=n_ctx, n_threads=threads,
+                          pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+
+    cache: dict[str, list[float]] = {}   # the same tools recur in every task's set
+
+    def embed(texts: list[str]):
+        for t in texts:
+            if t not in cache:
+                cache[t] = llm.embed(t, normalize=True)
+        return [cache[t] for t in texts]
+
+    embed.close = llm.close
+    return embed
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    """The report as a table: one row per configuration, then the top-k rows' ratios and recall@k."""
+    k = report["k"]
+    lines = []
+    if report["configs"]:
+        lines.append(f"{'tools offered':<16} {'success':>8} {'give-up':>8} {'halluc.':>8} {'steps':>6} "
+                     f"{'planner prompt tok/task':>24} {'ctx cuts':>8} {'needed tool offered':>20}")
+        for r in report["configs"]:
+            rec = "-" if r["offered_recall"] is None or not r["top_k"] else f"{100 * r['offered_recall']:.1f}%"
+            lines.append(f"{r['config']:<16} {100 * r['success_rate']:>7.1f}% {100 * r['give_up_rate']:>7.1f}% "
+                         f"{r['hallucinated_calls']:>8} {r['mean_steps']:>6.2f} {r['planner_prompt_per_task']:>24.0f} "
+                         f"{r['context_truncations']:>8} {rec:>20}")
+        for c in report.get("compare", []):
+            parts = [c["config"] + ":"]
+            if c["success_points"] is not None:
+                parts.append(f"success {c['success_points']:+.1f} points vs {c['success_points_vs']}")
+            if c["planner_prompt_ratio"] is not None:
+                parts.append(f"planner prompt tokens ÷{c['planner_prompt_ratio']:.2f} vs {c['prompt_ratio_vs']}")
+            lines.append("  ".join(parts))
+    for ranker, by_size in report["recall"].items():
+        cells = [f"{n} tools {100 * r['recall']:.1f}% of {r['pairs']}" for n, r in by_size.items()
+                 if r["recall"] is not None]
+        lines.append(f"recall@{k} against the query ({ranker}): " + ("; ".join(cells) or "no task names a tool"))
+    return lines
