@@ -203,3 +203,25 @@ def test_non_finite_library_values():
         with pytest.raises(ConfigError, match="positive, finite number of seconds"):
             Limits(**kw)
     assert Limits(budget_seconds=None).budget_seconds is None and Sampling(temperature=1).temperature == 1
+
+
+def test_chat_skips_lines_that_are_not_utf8(env, monkeypatch):
+    """A line that is not UTF-8 is reported and skipped; the session goes on."""
+    script, seen = env
+    answer(script)
+    r = CliRunner().invoke(cli, ["chat", "--set", "fake", "--models", "models.toml"], input=b"caf\xe9\n")
+    assert r.exit_code == 0 and "that line is not UTF-8 text; ignored" in r.stderr, r.output
+    lines = iter(["caf\udce9", "What is 2 + 40?"])      # stdin decoded with surrogateescape (C locale)
+
+    def fake_input(prompt=""):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    answer(script)
+    r = CliRunner().invoke(cli, ["chat", "--set", "fake", "--models", "models.toml"])
+    assert r.exit_code == 0, r.output
+    assert "Error: the query is not UTF-8 text (byte 0xe9 at character 3); pass UTF-8 text; line ignored" in r.stderr
+    assert "answer: ok." in r.stdout and len(seen[-1]["planner"].prompts) == 1

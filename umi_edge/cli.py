@@ -302,6 +302,8 @@ def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n
 
     Ctrl-C during a task cancels it; Ctrl-D (EOF) or Ctrl-C at the prompt exits.
     """
+    from .team import check_query
+
     overrides = dict(n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature, seed=seed,
                      tool_top_k=tool_top_k)
     verbose = bool(ctx.parent and ctx.parent.params.get("verbose"))
@@ -319,6 +321,11 @@ def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n
                 click.echo("that line is not UTF-8 text; ignored", err=True)
                 continue
             if not query.strip():
+                continue
+            try:   # undecodable bytes arrive as lone surrogates where stdin decodes with surrogateescape
+                check_query(query)
+            except UmiError as e:
+                click.echo(f"Error: {e}; line ignored", err=True)
                 continue
             outcome = _run_one(team, query, as_json=False, trace=True, out=click.echo,
                                max_steps=max_steps, budget_seconds=budget_seconds)
