@@ -17,6 +17,7 @@ from .events import Answer, Call, Error, Event, GiveUp, Notice, Observation, Out
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Turn, get_protocol
 from .tools import ToolSet, as_toolset
+from .tools.isolation import ISOLATIONS
 from .events import ToolsOffered
 from .tools.retrieval import ToolRetriever
 
@@ -37,6 +38,7 @@ class Limits:
     route_tokens: int = 20              # "\n Next: conclusion." is 19 bytes: fits even a byte-level vocab
     budget_seconds: float | None = 600.0  # wall clock per run, so a rambling model cannot hold the device
     tool_timeout: float = 30.0          # per call; local tools answer in ms, a hung one must not stall the run
+    tool_isolation: str = "auto"        # auto / thread / process: where calls run (umi_edge.tools.isolation)
 
     def __post_init__(self):
         for name in ("max_steps", "planner_tokens", "caller_tokens", "summarizer_tokens", "backbone_tokens",
@@ -49,6 +51,9 @@ class Limits:
                 raise ConfigError(f"limits: {name} must be a positive, finite number of seconds, not {value!r}")
         if self.tool_timeout is None:
             raise ConfigError("limits: tool_timeout must be a positive number of seconds, not None")
+        if self.tool_isolation not in ISOLATIONS:
+            raise ConfigError(f"limits: tool_isolation must be one of {', '.join(ISOLATIONS)}, "
+                              f"not {self.tool_isolation!r}")
 
     def max_tokens(self, role: str) -> int:
         return {"planner": self.planner_tokens, "caller": self.caller_tokens, "summarizer": self.summarizer_tokens,
@@ -201,6 +206,7 @@ class _Run:
         tools: ToolSet = as_toolset(self.tools_arg)
         if len(tools) == 0:
             raise ConfigError("the tool set is empty; the caller needs at least one tool")
+        tools.check_isolation(self.limits.tool_isolation)   # before any model runs
         idle = [t.name for t in tools if not t.executable]
         if idle:
             raise ConfigError(f"tool(s) {', '.join(idle)} have no callable or dispatcher")
@@ -303,7 +309,8 @@ class _Run:
 
     def _execute(self, step: int, tools: ToolSet, action: str, arguments: str):
         """Run one parsed call; yields the Observation (and a suffix-match Notice); returns the observation text."""
-        result = tools.call(action, arguments, timeout=self.limits.tool_timeout, cancel=self.stop)
+        result = tools.call(action, arguments, timeout=self.limits.tool_timeout, cancel=self.stop,
+                            isolation=self.limits.tool_isolation)
         if result.error == "cancelled":
             raise _Halt
         if result.suffix_match:

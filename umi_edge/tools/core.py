@@ -1,5 +1,6 @@
 """Tools and tool sets: definitions from callables / OpenAI schemas / ToolBench docs, α-UMi doc lines, and
-guarded execution (validated arguments, per-call timeout, deterministic results, faults as observations)."""
+guarded execution (validated arguments, per-call timeout in a thread or a worker process (isolation.py),
+deterministic results, faults as observations (observation.py))."""
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import ToolError
+from .isolation import POOL, Where, check_mode, locate, process_supported, run_in_thread
+from .observation import describe, fault, serialize
 from .schema import function_schema
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # OpenAI's rule; ToolBench also keeps names to 64 chars
@@ -24,7 +27,7 @@ Dispatcher = Callable[[str, dict], Any]
 class ToolResult:
     """The observation text of one call; `error` names a model-side fault, None on success.
 
-    Faults: unknown_tool, bad_arguments, raised, timeout, not_json, not_executable, cancelled.
+    Faults: unknown_tool, bad_arguments, raised, timeout, hung, not_json, not_executable, cancelled.
     """
 
     text: str
@@ -36,21 +39,6 @@ class ToolResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def fault(message: str) -> str:
-    """Observation text for a fault, shaped like the reference environment's error responses (§5.4)."""
-    return json.dumps({"error": message, "response": ""}, ensure_ascii=False)
-
-
-def serialize(value: Any) -> str:
-    """Deterministic observation text: str as is; JSON values as sorted, unescaped JSON; else TypeError."""
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"a {type(value).__name__} that is not JSON-serializable ({e})") from None
 
 
 def _check_schema(schema: Any, where: str) -> dict:
@@ -97,6 +85,7 @@ class Tool:
     toolkit: str | None = None
     timeout: float | None = None       # overrides the loop's tool_timeout for this tool
     toolbench_doc: Mapping[str, Any] | None = None
+    process_safe: bool = False         # keeps no state between calls: tool_isolation "auto" runs it in a worker
 
     def __post_init__(self):
         if self.toolbench_doc is None and not NAME_RE.match(self.name or ""):
@@ -115,13 +104,14 @@ class Tool:
     # ---- constructors -------------------------------------------------------------------------------
     @classmethod
     def from_function(cls, fn: Callable, *, name: str | None = None, description: str | None = None,
-                      toolkit: str | None = None, timeout: float | None = None) -> "Tool":
+                      toolkit: str | None = None, timeout: float | None = None,
+                      process_safe: bool = False) -> "Tool":
         """Schema from type hints, description and per-argument docs from the docstring."""
         if not callable(fn):
             raise ToolError(f"tool {fn!r} is not callable")
         doc_description, schema = function_schema(fn)
         return cls(name=name or fn.__name__, description=doc_description if description is None else description,
-                   parameters=schema, fn=fn, toolkit=toolkit, timeout=timeout)
+                   parameters=schema, fn=fn, toolkit=toolkit, timeout=timeout, process_safe=process_safe)
 
     @classmethod
     def from_openai(cls, spec: Mapping, fn: Callable | None = None, *, dispatcher: Dispatcher | None = None,
@@ -170,8 +160,29 @@ class Tool:
         return {"Name": self.name[-64:], "function": function[:max_chars], "input": inputs}
 
     # ---- execution ----------------------------------------------------------------------------------
-    def run(self, arguments: str, *, timeout: float, cancel: threading.Event | None = None) -> ToolResult:
-        """Parse + validate `arguments`, call with a timeout; every model-side fault becomes an observation."""
+    def worker_location(self, isolation: str = "auto") -> Where | None:
+        """Where a worker process finds this tool's function under `isolation`; None: it runs in a thread.
+        ToolError when the mode needs a worker but none could find the function."""
+        check_mode(isolation)
+        if self.fn is None or isolation == "thread" or (isolation == "auto" and not self.process_safe):
+            return None
+        if not process_supported():
+            if isolation == "auto":
+                return None
+            raise ToolError('tool_isolation "process" needs a POSIX system; set tool_isolation = "thread"')
+        where = locate(self.fn)
+        if where is None and isolation == "auto":
+            return None
+        if where is None:
+            raise ToolError(f"tool {self.name!r} cannot run in a worker process: its function is not importable "
+                            "by module and name (a lambda, a nested function or a method); define it at module "
+                            "level, or set tool_isolation = \"thread\"")
+        return where
+
+    def run(self, arguments: str, *, timeout: float, cancel: threading.Event | None = None,
+            isolation: str = "auto") -> ToolResult:
+        """Parse + validate `arguments`, call with a timeout in a thread or a worker process (`isolation`:
+        auto / thread / process, see isolation.py); every model-side fault becomes an observation."""
         t0 = time.monotonic()
 
         def done(text: str, error: str | None = None) -> ToolResult:
@@ -179,36 +190,15 @@ class Tool:
 
         if not self.executable:
             return done(fault(f"{self.name} has no implementation in this runtime"), "not_executable")
+        where = self.worker_location(isolation)
         args, problem = parse_arguments(arguments, self.parameters)
         if problem:
             return done(fault(f"invalid arguments for {self.name}: {problem}"), "bad_arguments")
-        box: dict[str, Any] = {}
-
-        def target():
-            try:
-                box["value"] = self.fn(**args) if self.fn is not None else self.dispatcher(self.name, args)
-            except BaseException as e:  # noqa: BLE001 - any tool failure is reported to the model
-                box["error"] = e
-
-        # A daemon thread, so a tool that never returns cannot block the loop or interpreter exit.
-        worker = threading.Thread(target=target, name=f"tool-{self.name}", daemon=True)
-        worker.start()
         limit = self.timeout if self.timeout is not None else timeout
-        deadline = t0 + limit
-        while worker.is_alive():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return done(fault(f"{self.name} timed out after {limit:g} s"), "timeout")
-            if cancel is not None and cancel.is_set():
-                return done(fault(f"{self.name} was cancelled"), "cancelled")
-            worker.join(min(left, 0.05))
-        if "error" in box:
-            e = box["error"]
-            return done(fault(f"{self.name} raised {type(e).__name__}: {e}"), "raised")
-        try:
-            return done(serialize(box.get("value")))
-        except TypeError as e:
-            return done(fault(f"{self.name} returned {e}"), "not_json")
+        if where is not None:
+            return done(*POOL.run(self.name, where, args, t0 + limit, limit, cancel))
+        call = (lambda: self.fn(**args)) if self.fn is not None else (lambda: self.dispatcher(self.name, args))
+        return done(*run_in_thread(self, call, t0 + limit, limit, cancel))
 
 
 def _finite(text: str) -> float:
@@ -240,6 +230,8 @@ def parse_arguments(arguments: str, schema: Mapping) -> tuple[dict, str | None]:
         error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(args))
     except RecursionError:
         return {}, "arguments nested too deeply"
+    except Exception as e:  # noqa: BLE001 - e.g. a $ref to another document, which is never fetched
+        return {}, f"the tool's parameter schema cannot be checked ({describe(e)})"
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         return {}, f"{where + ': ' if where else ''}{error.message}"
@@ -309,13 +301,18 @@ class ToolSet:
         return None, False
 
     def call(self, action: str, arguments: str, *, timeout: float = 30.0,
-             cancel: threading.Event | None = None) -> ToolResult:
+             cancel: threading.Event | None = None, isolation: str = "auto") -> ToolResult:
         """Run the tool the model named; unknown names become the reference's 'No such function' fault."""
         t, suffix = self.resolve(action)
         if t is None:
             return ToolResult(fault(f"No such function name: {action}"), "unknown_tool")
-        r = t.run(arguments, timeout=timeout, cancel=cancel)
+        r = t.run(arguments, timeout=timeout, cancel=cancel, isolation=isolation)
         return ToolResult(r.text, r.error, r.tool, suffix, r.seconds)
+
+    def check_isolation(self, isolation: str) -> None:
+        """ToolError before a run if `isolation` needs a worker process for a tool that cannot have one."""
+        for t in self:
+            t.worker_location(isolation)
 
 
 def _coerce(item: Any) -> list[Tool]:
@@ -345,10 +342,12 @@ def as_toolset(tools: Any) -> ToolSet:
 
 
 def tool(fn: Callable | None = None, *, name: str | None = None, description: str | None = None,
-         toolkit: str | None = None, timeout: float | None = None):
-    """Decorator: `@tool` or `@tool(name=..., timeout=...)` turns a typed, documented function into a Tool."""
+         toolkit: str | None = None, timeout: float | None = None, process_safe: bool = False):
+    """Decorator: `@tool` or `@tool(name=..., timeout=...)` turns a typed, documented function into a Tool.
+    `process_safe=True`: the function keeps no state between calls, so it may run in a worker process."""
 
     def wrap(f: Callable) -> Tool:
-        return Tool.from_function(f, name=name, description=description, toolkit=toolkit, timeout=timeout)
+        return Tool.from_function(f, name=name, description=description, toolkit=toolkit, timeout=timeout,
+                                  process_safe=process_safe)
 
     return wrap(fn) if fn is not None else wrap

@@ -82,7 +82,7 @@ def _from_kelvin(value: float, unit: str) -> float:
     return {"C": value - 273.15, "F": (value - 273.15) * 9 / 5 + 32, "K": value}[unit]
 
 
-@tool
+@tool(process_safe=True)
 def calculator(expression: str) -> dict:
     """Evaluate an arithmetic expression exactly as written.
 
@@ -93,7 +93,7 @@ def calculator(expression: str) -> dict:
     return {"expression": expression, "result": evaluate(expression)}
 
 
-@tool
+@tool(process_safe=True)
 def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
     """Convert a quantity between units of length, mass, volume, speed, area, time or temperature.
 
@@ -122,7 +122,7 @@ def _date(text: str, field: str) -> _dt.date:
         raise ValueError(f"{field} must be a date written YYYY-MM-DD, not {text!r}") from None
 
 
-@tool
+@tool(process_safe=True)
 def date_diff(start: str, end: str) -> dict:
     """Count the days from one date to another (negative if end is before start).
 
@@ -135,7 +135,7 @@ def date_diff(start: str, end: str) -> dict:
     return {"start": a.isoformat(), "end": b.isoformat(), "days": days, "weeks": round(days / 7, 2)}
 
 
-@tool
+@tool(process_safe=True)
 def date_add(date: str, days: int) -> dict:
     """Add a number of days (negative to subtract) to a date.
 
@@ -151,7 +151,7 @@ def date_add(date: str, days: int) -> dict:
     return {"date": d.isoformat(), "days": days, "result": result.isoformat(), "weekday": result.strftime("%A")}
 
 
-@tool
+@tool(process_safe=True)
 def weekday(date: str) -> dict:
     """The day of the week of a date.
 
@@ -187,7 +187,7 @@ def _find_country(name: str) -> dict:
     raise ValueError(f"no country named {name!r} in the table; try list_countries")
 
 
-@tool
+@tool(process_safe=True)
 def country_info(country: str) -> dict:
     """Facts about a country: capital, population, area in km², currency and continent.
 
@@ -198,7 +198,7 @@ def country_info(country: str) -> dict:
     return {k: v for k, v in c.items() if k != "aliases"}
 
 
-@tool
+@tool(process_safe=True)
 def list_countries(continent: Optional[str] = None) -> dict:
     """List the countries in the table, optionally only those of one continent.
 
