@@ -110,7 +110,8 @@ class RoleSampler:
             return t
         logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(self.model.n_vocab,))
         if self.greedy:
-            top = np.argpartition(logits, -_GREEDY_TOP)[-_GREEDY_TOP:]
+            k = min(_GREEDY_TOP, len(logits))   # a vocab smaller than that: all of it
+            top = np.argpartition(logits, -k)[-k:]
             top = top[np.argsort(-logits[top], kind="stable")]
             if self._top is None:
                 self._top = _Candidates(_GREEDY_TOP)
