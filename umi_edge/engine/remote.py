@@ -341,7 +341,6 @@ class RemoteRole:
         prompt = prompt[n_truncated:]
         t0 = time.perf_counter()
         tokens: list[int] = []
-        text: list[str] = []
 
         def result(stop, reply: Reply | None = None, t1=None):
             t2 = time.perf_counter()
@@ -349,7 +348,10 @@ class RemoteRole:
             cached = min(reply.cached or 0, len(prompt)) if reply is not None else 0
             evaluated = (reply.evaluated if reply is not None and reply.evaluated is not None
                          else len(prompt) - cached if reply is not None else 0)
-            return Generation(text="".join(text), tokens=tuple(tokens), stop_reason=stop, n_prompt=len(prompt),
+            # the text is the ids rendered by the vocab, as a local role renders its output (the server's own
+            # rendering may differ, e.g. in llama.cpp's clean-up of spaces before punctuation)
+            return Generation(text=self.vocab.detokenize(tokens), tokens=tuple(tokens), stop_reason=stop,
+                              n_prompt=len(prompt),
                               n_reused=cached, n_evaluated=evaluated, n_generated=len(tokens),
                               n_truncated=n_truncated, prompt_seconds=t1 - t0, decode_seconds=t2 - t1)
 
@@ -373,11 +375,10 @@ class RemoteRole:
                     raise EngineError(f"{self.label}: {e}") from None
                 new_text = "".join(reply.text[n_text:])
                 ids = (reply.tokens[n_ids:] if reply.tokens is not None
-                       else self.vocab.tokenize(new_text) if new_text else [])
+                       else self.vocab.continuation(new_text) if new_text else [])
                 ids = [t for t in ids if not self.vocab.is_eog(t)]   # as locally: the stop token is not output
                 if t1 is None and (ids or new_text):
                     t1 = time.perf_counter()
-                text.append(new_text)
                 for t in ids:
                     tokens.append(t)
                     if on_token is not None:

@@ -75,6 +75,32 @@ class Vocab:
             n = -got
         raise RuntimeError("llama_tokenize kept asking for a larger buffer")
 
+    def continuation(self, text: str) -> list[int]:
+        """`text` tokenized as the continuation of a sequence: ids whose raw pieces spell exactly `text` (a
+        SentencePiece vocab would otherwise open it with its dummy-prefix space), for output a server streamed
+        as text only."""
+        ids = self.tokenize(text)
+        raw = text.encode("utf-8")
+        if self._pieces(ids) == raw:
+            return ids
+        after_newline = self.tokenize("\n" + text)
+        for k in range(1, min(3, len(after_newline))):
+            if self._pieces(after_newline[:k]).strip(b" ") == b"\n" and self._pieces(after_newline[k:]) == raw:
+                return after_newline[k:]
+        return ids
+
+    def _pieces(self, ids: Sequence[int]) -> bytes:
+        # raw token pieces, without the first-token space stripping of llama_detokenize
+        L = _native.lib()
+        buf = ctypes.create_string_buffer(256)
+        out = bytearray()
+        for t in ids:
+            n = L.llama_token_to_piece(self._vocab, t, buf, 256, 0, False)
+            if n < 0:
+                return b""
+            out += buf.raw[:n]
+        return bytes(out)
+
     def detokenize(self, ids: Sequence[int], *, special: bool = False) -> str:
         """Ids → text. `special=False` renders special tokens as nothing (as a local role does);
         `special=True` spells them out (`</s>`), for servers that take the prompt as text."""

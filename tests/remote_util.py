@@ -1,0 +1,177 @@
+"""Test helpers for remote role engines: a tiny ASCII-vocab Llama GGUF, real inference servers started on
+127.0.0.1 (llama-cpp-python's `llama_cpp.server`, llama.cpp's `llama-server`) and a stdlib HTTP server that
+answers in a server's documented wire shape (for the kinds that cannot run here: vLLM, Ollama)."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tiny_gguf import byte_unicode, write_llama_gguf
+
+ASCII = [9, 10, 13] + list(range(32, 127))
+
+
+def write_ascii_llama(path, *, seed: int = 0, n_embd: int = 32, out_scale: float = 1.0) -> None:
+    """A random-weight Llama (F32) whose vocab is BOS, EOS and the printable ASCII bytes: whatever it generates
+    is ASCII, so a server that streams text returns it unchanged, and text tokenizes one way only (byte by
+    byte), so a server that re-reads generated text as a prompt gets the very ids the model produced."""
+    bu = byte_unicode()
+    tokens = ["<s>", "</s>"] + [bu[b] for b in ASCII]
+    write_llama_gguf(path, tokens, [f"{bu[ord('A')]} {bu[ord('c')]}"], n_embd=n_embd, n_layer=2, n_head=4,
+                     n_head_kv=2, n_ctx=8192, n_ff=2 * n_embd, seed=seed, scale=0.3, embd_scale=1.0,
+                     out_scale=out_scale)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout:g} s: {log.read_text()[-2000:]}")
+
+
+class ServerProcess:
+    """`with ServerProcess(argv, log) as s:` — starts a server subprocess on a free port (argv gets PORT
+    substituted), waits for GET /v1/models, terminates it on exit. `s.url` is its root."""
+
+    def __init__(self, argv: list[str], log: Path):
+        self.port = free_port()
+        self.argv = [a.replace("PORT", str(self.port)) for a in argv]
+        self.log = log
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ServerProcess":
+        self._fh = open(self.log, "wb")
+        self.proc = subprocess.Popen(self.argv, stdout=self._fh, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(self.url, self.proc, self.log)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._fh.close()
+
+
+def llama_cpp_python_server(gguf: Path, log: Path, *, n_ctx: int = 2048) -> ServerProcess:
+    """llama-cpp-python's own server (the `server` extra) serving `gguf` on one thread."""
+    return ServerProcess([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                          "--port", "PORT", "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1",
+                          "--verbose", "False"], log)
+
+
+def llama_server(binary: Path, gguf: Path, log: Path, *, n_ctx: int = 2048, parallel: int = 1,
+                 threads: int = 1) -> ServerProcess:
+    """llama.cpp's llama-server; `n_ctx` is per slot (the total is n_ctx × parallel)."""
+    return ServerProcess([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", "PORT",
+                          "-c", str(n_ctx * parallel), "-np", str(parallel), "-t", str(threads), "-tb", str(threads),
+                          "--no-webui"], log)
+
+
+class CannedServer:
+    """A stdlib HTTP server on 127.0.0.1 that records each request and answers with `respond(method, path,
+    body) -> (status, content_type, [chunks])`, each chunk written and flushed as it comes (a stream).
+    `delay_start`: the port is reserved at once but served only after that many seconds."""
+
+    def __init__(self, respond, *, delay_start: float = 0.0):
+        self.respond = respond
+        self.requests: list[tuple[str, str, dict | None]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.delay_start = delay_start
+        self._server = None
+
+    def __enter__(self) -> "CannedServer":
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _serve(self, method):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n) if n else b""
+                body = json.loads(raw) if raw else None
+                outer.requests.append((method, self.path, body))
+                status, ctype, chunks = outer.respond(method, self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for chunk in chunks:
+                        self.wfile.write(chunk if isinstance(chunk, bytes) else chunk.encode())
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+        def start():
+            if self.delay_start:
+                time.sleep(self.delay_start)
+            self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+            self._server.daemon_threads = True
+            self._server.serve_forever(poll_interval=0.05)
+
+        self._thread = threading.Thread(target=start, daemon=True)
+        self._thread.start()
+        if not self.delay_start:
+            while self._server is None:
+                time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        deadline = time.monotonic() + 5
+        while self._server is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def sse(*objs, done: bool = True) -> list[str]:
+    """Server-sent events: one `data: {json}` per object, then `data: [DONE]`."""
+    return [f"data: {json.dumps(o)}\n\n" for o in objs] + (["data: [DONE]\n\n"] if done else [])
+
+
+def llama_cpp_binary() -> Path | None:
+    """llama.cpp's llama-server: $UMI_EDGE_LLAMA_SERVER, else None (the slow tests skip)."""
+    path = os.environ.get("UMI_EDGE_LLAMA_SERVER")
+    return Path(path) if path and Path(path).is_file() else None
