@@ -117,9 +117,8 @@ def _turn(query):
     return Turn("user", query)
 
 
-def test_mixed_team_planner_remote_caller_and_summarizer_local(server, gguf, tmp_path):
-    """A models.toml set with the planner on the server and the caller and summarizer on the local base runs
-    end to end; greedy, it makes the very same plans and calls as the all-local set."""
+def mixed_toml(tmp_path, gguf, url):
+    """Two sets on one tiny model: `local` (every role here) and `mixed` (the planner on the server at `url`)."""
     toml = tmp_path / "models.toml"
     toml.write_text(textwrap.dedent(f"""
         [models.tiny]
@@ -141,8 +140,15 @@ def test_mixed_team_planner_remote_caller_and_summarizer_local(server, gguf, tmp
         [sets.mixed.planner]
         engine = "openai-completions"
         server = "llama-cpp-python"
-        base_url = "{server.url}/v1"
+        base_url = "{url}/v1"
         """))
+    return toml
+
+
+def test_mixed_team_planner_remote_caller_and_summarizer_local(server, gguf, tmp_path):
+    """A models.toml set with the planner on the server and the caller and summarizer on the local base runs
+    end to end; greedy, it makes the very same plans and calls as the all-local set."""
+    toml = mixed_toml(tmp_path, gguf, server.url)
     runs = {}
     for name in ("local", "mixed"):
         with Team.load(name, models=toml) as team:
@@ -160,6 +166,23 @@ def test_mixed_team_planner_remote_caller_and_summarizer_local(server, gguf, tmp
     assert calls(runs["mixed"]) == calls(runs["local"])
     usage = runs["mixed"][-1].usage_by_role["planner"]
     assert usage.prompt > 0 and usage.generated > 0
+
+
+def test_trace_names_the_remote_role_and_shows_its_tokens(server, gguf, tmp_path):
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    toml = mixed_toml(tmp_path, gguf, server.url)
+    r = CliRunner().invoke(cli, ["run", "What is 6 times 7?", "--models", str(toml), "--set", "mixed", "--trace",
+                                 "--max-steps", "1"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    err = r.stderr.splitlines()
+    assert err[0] == (f"remote planner: llama-cpp-python server {server.url} (grammar enforced, text prompt, "
+                      f"cache not reported)")
+    plan = next(line for line in err if line.startswith("[1] planner → "))
+    assert " prompt tok (0 reused, " in plan and " generated" in plan
+    assert any(line.startswith("  planner ") for line in err)
 
 
 def test_cancel_aborts_the_request_and_the_server_serves_the_next(server, vocab):

@@ -198,6 +198,13 @@ def _trace_line(event) -> str:
     return head + ("\n    " + text.replace("\n", "\n    ") if text else "")
 
 
+def _remote_lines(team) -> list[str]:
+    """--trace: where each remote role runs and what its server can do (grammar, prompt form, cache report)."""
+    from .engine.remote import RemoteRole
+
+    return [f"remote {engine.describe()}" for engine in team.roles.values() if isinstance(engine, RemoteRole)]
+
+
 def _outcome_lines(outcome) -> list[str]:
     lines = [f"status: {outcome.status} after {outcome.steps} step(s) in {outcome.seconds:.2f}s"
              + (f" ({outcome.reason})" if outcome.reason else "")]
@@ -273,6 +280,8 @@ def run_cmd(ctx, query, query_file, set_name, models_path, tools_ref, max_steps,
         raise
     codes: list[str] = []
     with team:
+        for line in _remote_lines(team) if trace and not as_json else ():
+            click.echo(line, err=True)
         # on a terminal, one line per step so a long run is not silent; pipes get only the answer
         outcome = _run_one(team, query, codes=codes, as_json=as_json, trace=trace,
                            out=lambda s: click.echo(s, err=True),
@@ -311,6 +320,8 @@ def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n
         name = team.spec.name if team.spec else "custom"
         click.echo(f"umi-edge chat: set {name!r}, tools: {', '.join(team.tools.names) or 'none'}. "
                    "One task per line; Ctrl-D to quit.", err=True)
+        for line in _remote_lines(team):
+            click.echo(line, err=True)
         while True:
             try:
                 query = input("> ")
