@@ -92,6 +92,7 @@ class SetSpec:
     max_steps: int = 8
     budget_seconds: float | None = 600.0   # wall clock per task, so a rambling model cannot hold the machine
     tool_timeout: float = 30.0    # per call; local tools answer in ms, a hung one must not stall the run
+    tool_isolation: str = "auto"  # where calls run: auto / thread / process (tools/isolation.py)
     constrained: bool = True      # grammar-constrained caller and route completion
     tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
 
@@ -118,7 +119,7 @@ class Registry:
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
 _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name not in ("role", "remote")) + ("engine",) + REMOTE_KEYS
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
-             "tool_top_k")
+             "tool_top_k", "tool_isolation")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
@@ -133,7 +134,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str, list), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
-    "constrained": (bool,), "tool_top_k": (int,),
+    "constrained": (bool,), "tool_top_k": (int,), "tool_isolation": (str,),
 }
 
 
@@ -246,6 +247,12 @@ def resolve_set(
         from .tools.retrieval import check_top_k
 
         check_top_k(set_vals["tool_top_k"], f"{where}: tool_top_k")
+    if "tool_isolation" in set_vals:
+        from .tools.isolation import ISOLATIONS
+
+        if set_vals["tool_isolation"] not in ISOLATIONS:
+            raise ConfigError(f"{where}: tool_isolation must be one of {', '.join(ISOLATIONS)}, "
+                              f"not {set_vals['tool_isolation']!r}")
     wanted = protocol_roles(set_vals.get("protocol", SetSpec.protocol), where)
     stray = [r for r in ALL_ROLES if per_role[r] and r not in wanted]
     if stray:

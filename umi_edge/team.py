@@ -106,6 +106,7 @@ class Team:
                 **{f"{role}_tokens": rs.max_tokens for role, rs in spec.roles.items()},
                 budget_seconds=spec.budget_seconds,
                 tool_timeout=spec.tool_timeout,
+                tool_isolation=spec.tool_isolation,
             )
             with _open_engines(spec, paths, verbose=verbose) as (engines, shared, stack):
                 team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
