@@ -169,9 +169,18 @@ def caller_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, prett
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     alternatives = []
     for i, (name, schema) in enumerate(_tool_schemas(tools)):
-        schema = _fit(name, converter.resolve_refs(copy.deepcopy(dict(schema)), f"tool{i}"), max_tokens,
-                      max_string, max_items, space)
-        args_rule = converter.visit(schema, f"tool{i}-args")
+        saved = dict(converter._rules)
+        try:
+            schema = _fit(name, converter.resolve_refs(copy.deepcopy(dict(schema)), f"tool{i}"), max_tokens,
+                          max_string, max_items, space)
+            args_rule = converter.visit(schema, f"tool{i}-args")
+        except Exception as e:  # noqa: BLE001 - the converter asserts or raises on refs it cannot follow
+            # e.g. a $ref to another document (never fetched): any JSON object, and the tool's own
+            # argument check turns the call into a fault observation the model sees
+            log.warning("tool %s: its parameter schema cannot be made a grammar (%s: %s); any JSON object is "
+                        "admitted", name, type(e).__name__, e)
+            converter._rules = saved
+            args_rule = converter.visit({"type": "object"}, f"tool{i}-args")
         alternatives.append(converter._add_rule(f"tool{i}", f"{literal(name + INPUT_SEPARATOR)} {args_rule}"))
     rules = dict(converter._rules)
     if "number" in rules:
