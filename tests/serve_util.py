@@ -52,13 +52,11 @@ class LiveServer:
     """`with LiveServer({"fake": team}, max_queue=2) as s:` — s.url, s.base (…/v1), s.app."""
 
     def __init__(self, teams, **config):
-        import uvicorn
+        from umi_edge.serve.app import ServeConfig, create_app, uvicorn_server
 
-        from umi_edge.serve.app import ServeConfig, create_app
-
-        self.app = create_app(teams, ServeConfig(port=0, **config))
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None,
-                                                    access_log=False, lifespan="on"))
+        cfg = ServeConfig(port=0, **config)
+        self.app = create_app(teams, cfg)
+        self.server = uvicorn_server(self.app, cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":

@@ -586,3 +586,35 @@ def test_a_client_that_disconnects_frees_the_team_within_a_second():
         r = s.client().chat.completions.create(model="fake", messages=QUESTION)
     assert r.choices[0].message.content == "next"
     assert len(team.roles["summarizer"].prompts) == 3
+
+
+def test_stopping_the_server_ends_every_request_with_an_error_not_a_cut():
+    team = fake_team([Scripted("slow. Next: give up.", delay=60)] * 3)
+    s = LiveServer({"fake": team}, max_queue=2).__enter__()
+    replies = {}
+
+    def call(key, path, body):
+        replies[key] = http("POST", s.base + path, body)
+
+    threads = [threading.Thread(target=call, args=("stream", "/chat/completions",
+                                                   {"model": "fake", "messages": QUESTION, "stream": True}))]
+    threads.append(threading.Thread(target=call, args=("plain", "/chat/completions",
+                                                       {"model": "fake", "messages": QUESTION})))
+    threads.append(threading.Thread(target=call, args=("run", "/runs", {"query": "q"})))
+    for k, t in enumerate(threads):
+        t.start()
+        while sum(s.worker().load()[x] for x in ("running", "waiting")) < k + 1:
+            time.sleep(0.01)
+    t0 = time.monotonic()
+    s.__exit__()
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - t0 < 5
+    status, _, body = replies["stream"]
+    data = sse_data(body)
+    assert status == 200 and data[-1] == "[DONE]" and json.loads(data[-2])["error"]["code"] == "shutting_down"
+    status, _, body = replies["plain"]
+    assert status == 503 and json.loads(body)["error"]["code"] == "shutting_down"
+    status, _, body = replies["run"]
+    last = json.loads(sse_data(body)[-1])
+    assert last["event"] == "outcome" and last["status"] == "cancelled" and "shutting down" in last["reason"]

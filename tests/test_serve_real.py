@@ -196,6 +196,30 @@ def test_a_model_that_fails_to_load_stops_the_server(tmp_path):
     assert proc.returncode == 1 and "Error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_bench_serve_reports_ratios_side_by_side(tiny_models_toml, tmp_path):
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"t{k}", "query": f"What is {k} + 1?", "tools": "demo",
+                                         "expect": "answer", "check": {"answer_number": k + 1}}) + "\n"
+                             for k in range(2)))
+    r = CliRunner().invoke(cli, ["bench", "serve", "--models", str(tiny_models_toml), "--set", "tiny",
+                                 "--tasks", str(tasks), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert [t["id"] for t in report["tasks"]] == ["t0", "t1"]
+    for t in report["tasks"]:
+        assert all(len(v) == 1 and v[0] > 0 for v in t["seconds"].values())
+    for side in ("server", "server_stream"):
+        assert report["ratios"][side]["median_task_ratio"] > 0 and report["ratios"][side]["total_ratio"] > 0
+    from umi_edge.bench.serve import table
+
+    text = table(report)
+    assert "median per-task ratio: server" in text and text.count("\n") == len(report["tasks"]) + 3
+
+
 # --- the shipped default team (SmolLM2-135M + trained adapters) ---------------------------------------------
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ import json
 import logging
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -27,6 +27,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
+import uvicorn
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..errors import ConfigError
@@ -38,6 +39,7 @@ from .worker import Closed, Job, QueueFull, TeamWorker
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05     # how often a non-streaming request checks that its client is still there
+STOP_GRACE = 5.0        # seconds a stream has, once the server stops, to send its error and [DONE]
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,14 @@ class _Server:
         if self.on_ready is not None:
             self.on_ready()
 
-    def close(self) -> None:
+    def stop_runs(self) -> None:
+        """Refuse new runs and stop the queued and running ones (each still gets its error response)."""
         self.closing = True
         for w in self.workers.values():
             w.close()
+
+    def close(self) -> None:
+        self.stop_runs()
         for w in self.workers.values():
             w.team.close()
 
@@ -183,7 +189,8 @@ def create_app(load: Callable[[], Mapping[str, Any]] | Mapping[str, Any], config
         run = ChatRun(model=req.model, client_tools=req.client_tools, eager=eager, include_usage=req.include_usage,
                       tool_names=req.tools.names if req.client_tools else ())
         if req.stream:
-            return EventSourceResponse(_chat_events(job, worker, run), sep=SSE_SEP, ping=config.ping_seconds)
+            return EventSourceResponse(_chat_events(job, worker, run), sep=SSE_SEP, ping=config.ping_seconds,
+                                       shutdown_grace_period=STOP_GRACE)
         await _collect(request, job, worker, run)
         if run.error is not None:
             return error_response(run.error)
@@ -212,7 +219,7 @@ def create_app(load: Callable[[], Mapping[str, Any]] | Mapping[str, Any], config
         server.submit(worker, job)
         server.runs[job.id] = (job, worker)
         return EventSourceResponse(_run_events(server, job, worker), sep=SSE_SEP, ping=config.ping_seconds,
-                                   headers={"X-Run-Id": job.id})
+                                   shutdown_grace_period=STOP_GRACE, headers={"X-Run-Id": job.id})
 
     async def runs_delete(request: Request):
         run_id = request.path_params["run_id"]
@@ -330,7 +337,7 @@ async def _collect(request: Request, job: Job, worker: TeamWorker, run: ChatRun)
             continue
         kind, value = item
         if kind == "end":
-            run.end(value)
+            run.end(value, job.cancel_reason)
             return
         run.feed(kind, value)
 
@@ -342,7 +349,7 @@ async def _chat_events(job: Job, worker: TeamWorker, run: ChatRun):
             yield _sse(c)
         async for kind, value in job.items():
             if kind == "end":
-                run.end(value)
+                run.end(value, job.cancel_reason)
                 finished = True
                 break
             for c in run.feed(kind, value):
@@ -366,10 +373,11 @@ async def _run_events(server: _Server, job: Job, worker: TeamWorker):
             if kind == "end":
                 finished = True
                 if not outcome:     # the run never produced its own outcome: say why, in the same shape
-                    reason = (f"{type(value).__name__}: {value}" if isinstance(value, BaseException)
+                    failed = isinstance(value, BaseException) and not isinstance(value, Closed)
+                    reason = (f"{type(value).__name__}: {value}" if failed else str(value) if value is not None
                               else "cancelled before it started")
-                    yield _sse({"event": "outcome", "status": "error" if isinstance(value, BaseException)
-                                else "cancelled", "answer": None, "steps": 0, "reason": reason})
+                    yield _sse({"event": "outcome", "status": "error" if failed else "cancelled", "answer": None,
+                                "steps": 0, "reason": reason})
                 break
             outcome = outcome or value.kind == "outcome"
             yield _sse(value.to_dict())
@@ -379,13 +387,30 @@ async def _run_events(server: _Server, job: Job, worker: TeamWorker):
             worker.cancel(job)
 
 
+class UmiServer(uvicorn.Server):
+    """uvicorn, stopping the app's runs first when it shuts down: uvicorn waits for open requests before the
+    app hears of the shutdown, so a long run would be cut off mid-response instead of ending with an error."""
+
+    def __init__(self, config: uvicorn.Config, stop_runs: Callable[[], None]):
+        super().__init__(config)
+        self._stop_runs = stop_runs
+
+    async def shutdown(self, sockets=None) -> None:
+        await asyncio.to_thread(self._stop_runs)
+        await super().shutdown(sockets)
+
+
+def uvicorn_server(app: Starlette, config: ServeConfig) -> UmiServer:
+    """The uvicorn server for `app` (logs through `logging`, i.e. stderr; no access log)."""
+    return UmiServer(uvicorn.Config(app, host=config.host, port=config.port, log_config=None, access_log=False,
+                                    lifespan="on", timeout_graceful_shutdown=5), app.state.umi.stop_runs)
+
+
 def serve(load: Callable[[], Mapping[str, Any]], config: ServeConfig, *,
           on_ready: Callable[[str], None] | None = None) -> None:
     """Run the server until interrupted (uvicorn; its logs go through `logging`, i.e. stderr). `on_ready(url)`
     is called once the teams are loaded and the socket is bound. A load failure stops the server and is
     raised here."""
-    import uvicorn
-
     failure: list[BaseException] = []
     holder: dict[str, Any] = {}
 
@@ -402,9 +427,32 @@ def serve(load: Callable[[], Mapping[str, Any]], config: ServeConfig, *,
         holder["server"].should_exit = True
 
     app = create_app(load, config, on_ready=ready, on_error=failed)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
-                                           access_log=False, lifespan="on", timeout_graceful_shutdown=5))
+    server = uvicorn_server(app, config)
     holder["server"] = server
     server.run()
     if failure:
         raise failure[0]
+
+
+@contextmanager
+def background(load: Callable[[], Mapping[str, Any]] | Mapping[str, Any], config: ServeConfig = ServeConfig(port=0),
+               *, timeout: float = 600) -> Iterator[str]:
+    """The server in a thread of this process (benchmarks, embedding): yields its base URL once the teams are
+    loaded; stops it on exit (which closes the teams)."""
+    app = create_app(load, config)
+    server = uvicorn_server(app, config)
+    thread = threading.Thread(target=server.run, name="umi-serve", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started or app.state.umi.status == "loading":
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        if app.state.umi.status != "ready":
+            raise RuntimeError(f"the server could not load its teams: {app.state.umi.error}")
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

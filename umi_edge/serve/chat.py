@@ -18,6 +18,7 @@ from ..events import Usage
 from ..protocol.grammar import CALLER_PREFIX, INPUT_SEPARATOR
 from ..tools import parse_arguments
 from .errors import ApiError
+from .worker import Closed
 
 FINISH = {"answered": "stop", "gave_up": "stop", "max_steps": "length"}
 
@@ -123,9 +124,12 @@ class ChatRun:
                 out += self._content(self._answer.finish(e.reason))
         return out
 
-    def end(self, value: Any) -> None:
-        """The run's end item: None, or the exception the worker met."""
-        if isinstance(value, BaseException):
+    def end(self, value: Any, cancel_reason: str = "") -> None:
+        """The run's end item (None, or the exception the worker met) and why it was cancelled, if it was."""
+        if isinstance(value, Closed) or (cancel_reason == "shutdown" and self.call is None):
+            self.error = ApiError(503, "the server is shutting down; the run was stopped", type="server_error",
+                                  code="shutting_down")
+        elif isinstance(value, BaseException):
             self.error = ApiError(500, f"the run failed: {type(value).__name__}: {value}", type="server_error")
         elif self.call is None and self.outcome is not None:
             o = self.outcome

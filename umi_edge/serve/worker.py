@@ -44,6 +44,7 @@ class Job:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "new"          # new → queued → running → done
+    cancel_reason: str = ""     # why it was cancelled: "client" (gone or DELETE) or "shutdown"
     _loop: asyncio.AbstractEventLoop | None = None
     _items: asyncio.Queue | None = None
 
@@ -104,8 +105,9 @@ class TeamWorker:
             self._waiting.append(job)
             self._cv.notify()
 
-    def cancel(self, job: Job) -> None:
+    def cancel(self, job: Job, reason: str = "client") -> None:
         """Stop `job`: a queued one leaves the queue at once (ending with no events), a running one is cancelled."""
+        job.cancel_reason = job.cancel_reason or reason
         with self._cv:
             if job in self._waiting:
                 self._waiting.remove(job)
@@ -130,6 +132,7 @@ class TeamWorker:
             job.state = "done"
             job.post("end", Closed("the server is shutting down"))
         if running is not None:
+            running.cancel_reason = running.cancel_reason or "shutdown"
             running.cancel.set()
         self._thread.join(timeout)
 
