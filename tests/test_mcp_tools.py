@@ -82,6 +82,18 @@ def test_time_server_tools_become_ordinary_tools_and_a_team_calls_them():
     assert settle_descendants(before) == before                # closing the Team ended the server
 
 
+@pytest.mark.parametrize("isolation", ["auto", "thread", "process"])
+def test_every_tool_isolation_calls_through_the_session(isolation):
+    from umi_edge.loop import Limits
+
+    roles = fake_roles(planner=[" Time.\n Next: caller.", " Done.\n Next: conclusion."],
+                       caller=['Action: get_current_time\nAction Input: {"timezone": "Asia/Tokyo"}'],
+                       summarizer=["ok"])
+    with Team(roles, [TIME], limits=Limits(tool_isolation=isolation)) as team:
+        observation = next(e for e in team.run("What time is it in Tokyo?") if e.kind == "observation")
+    assert observation.ok and '"timezone": "Asia/Tokyo"' in observation.text
+
+
 def test_arguments_are_validated_here_against_the_input_schema():
     with Team(fake_roles(), [TIME]) as team:
         r = obs(team.tools, "get_current_time", {"zone": "Asia/Tokyo"})

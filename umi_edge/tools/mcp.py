@@ -124,7 +124,10 @@ class McpTool(Tool):
     def executable(self) -> bool:
         return self.source is not None
 
-    def run(self, arguments: str, *, timeout: float, cancel: threading.Event | None = None) -> ToolResult:
+    def run(self, arguments: str, *, timeout: float, cancel: threading.Event | None = None,
+            isolation: str = "auto") -> ToolResult:
+        """`isolation` changes nothing here: the server is already its own process, and a call that hangs is
+        abandoned (cancelled on the server) and the server restarted on the next call."""
         t0 = time.monotonic()
         if self.source is None:
             return ToolResult(fault(f"{self.name} has no MCP session"), "not_executable", self.name)
