@@ -890,3 +890,43 @@ def bench_convert_cmd(src, outtype, reference, as_json):
         emit_json(result)
     else:
         click.echo(convert_table(result))
+
+
+@bench_cmd.command("remote")
+@click.option("--model", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The GGUF both sides run (default: the default set's model).")
+@click.option("--llama-server", type=click.Path(dir_okay=False), default=None,
+              help="llama.cpp's llama-server binary (default: $UMI_EDGE_LLAMA_SERVER, else llama-cpp-python's "
+                   "server, which runs one request at a time).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads of the server and of the local role alike.")
+@click.option("--jobs", default="1,2,4", show_default=True, help="eval tasks --jobs values (server slots: the max).")
+@click.option("--tasks", default="demo", show_default=True, help="The eval suite of the throughput section.")
+@click.option("--limit", type=click.IntRange(min=1), default=8, show_default=True, help="Tasks per throughput run.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=2, show_default=True, help="Planner turns per task.")
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Planner steps replayed in the overhead section.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="A B passes of the overhead section (after one warm-up pass).")
+@click.option("--only", "sections", metavar="SECTION[,...]", default=None, help="overhead, throughput.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+def bench_remote_cmd(model, llama_server, threads, jobs, tasks, limit, max_steps, steps, repeats, sections, as_json):
+    """Remote roles on one machine: per-step overhead of a role on a server on 127.0.0.1 vs the same role local,
+    and eval throughput (tasks/s) with --jobs 1/2/4 against one server, as ratios."""
+    from .bench.remote import RemoteBenchConfig, remote_table, run_remote_bench
+
+    try:
+        jobs_list = tuple(int(j) for j in jobs.split(",") if j.strip())
+    except ValueError:
+        raise click.BadParameter(f"{jobs!r} is not a comma-separated list of numbers", param_hint="--jobs") from None
+    if not jobs_list or min(jobs_list) < 1:
+        raise click.BadParameter("give one or more positive numbers", param_hint="--jobs")
+    config = RemoteBenchConfig(
+        model=model, llama_server=llama_server or os.environ.get("UMI_EDGE_LLAMA_SERVER") or None, threads=threads,
+        jobs=jobs_list, tasks=tasks, limit=limit, max_steps=max_steps, steps=steps, repeats=repeats,
+        sections=tuple(x.strip() for x in sections.split(",")) if sections else RemoteBenchConfig.sections)
+    report = run_remote_bench(config, progress=lambda s: click.echo(f"bench remote: {s}", err=True))
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(remote_table(report))
