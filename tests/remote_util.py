@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -171,7 +170,48 @@ def sse(*objs, done: bool = True) -> list[str]:
     return [f"data: {json.dumps(o)}\n\n" for o in objs] + (["data: [DONE]\n\n"] if done else [])
 
 
-def llama_cpp_binary() -> Path | None:
-    """llama.cpp's llama-server: $UMI_EDGE_LLAMA_SERVER, else None (the slow tests skip)."""
-    path = os.environ.get("UMI_EDGE_LLAMA_SERVER")
-    return Path(path) if path and Path(path).is_file() else None
+def build_llama_server(cache: Path) -> Path:
+    """llama.cpp's llama-server built once into `cache` from the llama.cpp source vendored in the sdist of the
+    installed llama-cpp-python (the same source its bindings were compiled from); cmake, ninja or make and a
+    C++ compiler, about 10+ minutes on 2 cores. Raises RuntimeError (with the log's tail) when it cannot."""
+    import shutil
+    import tarfile
+    from importlib import metadata
+
+    version = metadata.version("llama_cpp_python")
+    binary = cache / f"llama-server-{version}" / "bin" / "llama-server"
+    if binary.is_file():
+        return binary
+    if shutil.which("cmake") is None:
+        raise RuntimeError("cmake is not installed")
+    sdists = sorted((cache / "pypi").glob(f"llama_cpp_python-{version}.tar.gz"))
+    if not sdists:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+                        "-d", str(cache / "pypi"), f"llama-cpp-python=={version}"], check=True, capture_output=True)
+        sdists = sorted((cache / "pypi").glob(f"llama_cpp_python-{version}.tar.gz"))
+    src = cache / f"llama.cpp-src-{version}"
+    if not (src / "CMakeLists.txt").is_file():
+        shutil.rmtree(src, ignore_errors=True)
+        with tarfile.open(sdists[0]) as tar:
+            for m in tar.getmembers():
+                rel = m.name.split("/vendor/llama.cpp/", 1)
+                if len(rel) == 2 and (m.isfile() or m.isdir()):
+                    dest = src / rel[1]
+                    if m.isdir():
+                        dest.mkdir(parents=True, exist_ok=True)
+                    else:
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.write_bytes(tar.extractfile(m).read())
+    build = cache / f"llama-server-{version}"
+    log = cache / f"llama-server-{version}.log"
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    with open(log, "wb") as fh:
+        for argv in (["cmake", "-S", str(src), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
+                      "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
+                      "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF"],
+                     ["cmake", "--build", str(build), "--target", "llama-server", "-j", "2"]):
+            if subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
+                raise RuntimeError(f"building llama-server failed: {log.read_text()[-1500:]}")
+    if not binary.is_file():
+        raise RuntimeError(f"the build left no {binary}")
+    return binary
