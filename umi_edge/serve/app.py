@@ -184,7 +184,9 @@ def create_app(load: Callable[[], Mapping[str, Any]] | Mapping[str, Any], config
         worker = workers[req.model]
         eager = req.client_tools and worker.team.constrained
         stop = None if not req.client_tools else client_calls(req.tools) if eager else client_can_run(req.tools)
-        job = Job(req.query, tools=req.tools, history=req.history, choice=req.choice, tokens=req.stream, stop_at=stop)
+        # streamed: the answer's tokens, and the caller's when its call goes out as it decodes
+        tokens = (("summarizer", "caller") if eager else ("summarizer",)) if req.stream else False
+        job = Job(req.query, tools=req.tools, history=req.history, choice=req.choice, tokens=tokens, stop_at=stop)
         server.submit(worker, job)
         run = ChatRun(model=req.model, client_tools=req.client_tools, eager=eager, include_usage=req.include_usage,
                       tool_names=req.tools.names if req.client_tools else ())

@@ -30,7 +30,8 @@ class Closed(Exception):
 class Job:
     """One run: what to run, how to stop it, and the channel its items go through.
 
-    Items: ("event", Event), ("token", Token) when `tokens`, and last ("end", None | BaseException).
+    Items: ("event", Event), ("token", Token) of the roles in `tokens` (True: every role), and last
+    ("end", None | BaseException).
     `stop_at(event)` runs in the worker thread after each event is posted; True ends the run there (the
     generator is closed at that yield, so e.g. a call it returns is never executed).
     """
@@ -39,7 +40,7 @@ class Job:
     tools: Any = None
     history: tuple = ()
     choice: Any = None
-    tokens: bool = False
+    tokens: bool | tuple[str, ...] = False
     stop_at: Callable[[Event], bool] | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -164,7 +165,9 @@ class TeamWorker:
                     self.running, job.state = None, "done"
 
     def _run(self, job: Job) -> None:
-        on_token = (lambda t: job.post("token", t)) if job.tokens else None
+        roles = job.tokens
+        on_token = (None if not roles else (lambda t: job.post("token", t)) if roles is True
+                    else (lambda t: job.post("token", t) if t.role in roles else None))
         events = self.team.run(job.query, tools=job.tools, max_steps=self.max_steps,
                                budget_seconds=self.budget_seconds, cancel=job.cancel, on_token=on_token,
                                history=job.history, choice=job.choice)
