@@ -930,3 +930,32 @@ def bench_remote_cmd(model, llama_server, threads, jobs, tasks, limit, max_steps
         emit_json(report)
     else:
         click.echo(remote_table(report))
+
+
+@bench_cmd.command("serve")
+@click.option("--set", "set_name", metavar="NAME", default="default", show_default=True, help="Model set to serve.")
+@click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
+              help="A models.toml overlaid on the bundled one.")
+@click.option("--tasks", "tasks_path", metavar="TASKS", default="demo", show_default=True,
+              help="A JSONL task suite, or demo / heldout for the bundled ones.")
+@click.option("--limit", type=click.IntRange(min=1), default=6, show_default=True, help="Tasks to run.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True, help="Rounds per task.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def bench_serve_cmd(set_name, models_path, tasks_path, limit, repeats, threads, as_json):
+    """Per-task latency through `umi-edge serve` (plain and streamed chat completions) ÷ the same tasks run
+    in process with team.run, on one loaded team, side by side (progress on stderr)."""
+    try:
+        from .bench.serve import ServeBenchConfig, bench_serve, table
+        from .serve.app import background  # noqa: F401  (the extra's packages, checked before anything loads)
+    except ImportError as e:
+        from .serve import EXTRA_HINT
+
+        raise click.ClickException(f"{EXTRA_HINT} ({e})") from None
+    config = ServeBenchConfig(set=set_name, models=models_path, tasks=tasks_path, limit=limit, repeats=repeats,
+                              threads=threads)
+    report = bench_serve(config, progress=lambda s: click.echo(f"bench serve: {s}", err=True))
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(table(report))
