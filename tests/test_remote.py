@@ -105,7 +105,7 @@ def test_remote_generation_matches_local_text(server, vocab, local):
                                 vocab.tokenize, vocab.bos_id, vocab.eos_id)
     a, b = here.generate(ids, max_tokens=40), far.generate(ids, max_tokens=40)
     assert (b.text, b.n_prompt, b.stop_reason) == (a.text, a.n_prompt, a.stop_reason) and len(a.text) > 10
-    assert far.detokenize(b.tokens) == b.text and b.n_generated == len(b.tokens)
+    assert far.detokenize(b.tokens) == b.text and b.n_generated == a.n_generated   # the server counts
     # cut to fit n_ctx the same way; llama-cpp-python's server reports no cache use: all counts as evaluated
     assert b.n_truncated == a.n_truncated == len(ids) - b.n_prompt > 0
     assert (b.n_reused, b.n_evaluated) == (0, b.n_prompt)
@@ -183,6 +183,21 @@ def test_trace_names_the_remote_role_and_shows_its_tokens(server, gguf, tmp_path
     plan = next(line for line in err if line.startswith("[1] planner → "))
     assert " prompt tok (0 reused, " in plan and " generated" in plan
     assert any(line.startswith("  planner ") for line in err)
+
+
+def test_eval_tasks_fans_out_over_a_remote_role(server, gguf, tmp_path):
+    """`eval tasks --jobs 2` runs two processes, each with its own remote planner on the one server."""
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    toml = mixed_toml(tmp_path, gguf, server.url)
+    r = CliRunner().invoke(cli, ["eval", "tasks", "demo", "--models", str(toml), "--set", "mixed", "--limit", "2",
+                                 "--max-steps", "1", "--jobs", "2", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["n_tasks"] == 2 and "error" not in report["status_counts"], report["status_counts"]
+    assert report["mean_tokens_by_role"]["planner"]["prompt"] > 0
 
 
 def test_cancel_aborts_the_request_and_the_server_serves_the_next(server, vocab):
@@ -362,12 +377,14 @@ def test_faults_are_engine_errors_naming_the_server(vocab):
             remote(s.url, vocab).open().generate(ids, max_tokens=4)
     with CannedServer(lambda m, p, b: (200, "text/event-stream", ["data: {not json\n\n"]) if m == "POST"
                       else fail(0, "")(m, p, b)) as s:
-        with pytest.raises(EngineError, match="malformed stream data"):
+        with pytest.raises(EngineError, match="malformed response data"):
             remote(s.url, vocab).open().generate(ids, max_tokens=4)
+        with pytest.raises(EngineError, match="malformed response data"):
+            remote(s.url, vocab, server="openai", served_model="x").open().generate(ids, max_tokens=4)
     with CannedServer(lambda m, p, b: (200, "text/event-stream", sse({"choices": [{"text": "a"}]}, done=False))
                       if m == "POST" else fail(0, "")(m, p, b)) as s:
         with pytest.raises(EngineError, match="ended before the server said it was complete"):
-            remote(s.url, vocab).open().generate(ids, max_tokens=4)
+            remote(s.url, vocab, server="openai", served_model="x").open().generate(ids, max_tokens=4)
     with CannedServer(lambda m, p, b: (404, "application/json", ['{"detail": "Not Found"}'])) as s:
         with pytest.raises(EngineError, match="GET /v1/models answered HTTP 404: Not Found; check base_url"):
             remote(s.url, vocab).open()

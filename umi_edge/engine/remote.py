@@ -205,6 +205,14 @@ class _Http:
             resp = conn.getresponse()
             if resp.status != 200:
                 raise self._fail("POST", path, resp.status, resp.read(_MAX_ERROR_BODY))
+            if fmt == "json":           # one answer at the end
+                data = resp.read()
+                if shut.is_set():
+                    raise _Cancelled
+                obj = _parse_line(data, fmt, self.label)
+                if obj is not None:
+                    yield obj
+                return
             for raw in resp:
                 obj = _parse_line(raw, fmt, self.label)
                 if obj is _DONE:
@@ -226,7 +234,7 @@ _DONE = object()
 
 
 def _parse_line(raw: bytes, fmt: str, label: str):
-    """One line of a stream → a JSON object, _DONE, or None (blank, comment, event name)."""
+    """One line of a stream (or a whole "json" answer) → a JSON object, _DONE, or None (blank, comment, event)."""
     line = raw.strip()
     if not line:
         return None
@@ -245,7 +253,7 @@ def _parse_line(raw: bytes, fmt: str, label: str):
     try:
         obj = json.loads(line)
     except ValueError:
-        raise EngineError(f"{label}: malformed stream data {line[:120]!r}") from None
+        raise EngineError(f"{label}: malformed response data {line[:120]!r}") from None
     from .remote_servers import _error_text
 
     err = _error_text(obj)
@@ -352,7 +360,9 @@ class RemoteRole:
             # rendering may differ, e.g. in llama.cpp's clean-up of spaces before punctuation)
             return Generation(text=self.vocab.detokenize(tokens), tokens=tuple(tokens), stop_reason=stop,
                               n_prompt=len(prompt),
-                              n_reused=cached, n_evaluated=evaluated, n_generated=len(tokens),
+                              n_reused=cached, n_evaluated=evaluated,
+                              n_generated=(reply.n_generated if reply is not None and reply.n_generated is not None
+                                           else len(tokens)),
                               n_truncated=n_truncated, prompt_seconds=t1 - t0, decode_seconds=t2 - t1)
 
         if cancel is not None and cancel.is_set():

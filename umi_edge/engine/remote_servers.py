@@ -43,13 +43,15 @@ class Reply:
     tokens: list[int] | None = None     # None: this kind streams text only
     stop: str | None = None             # "eos" | "length" | "stop"
     n_prompt: int | None = None         # as the server counted it
+    n_generated: int | None = None      # as the server counted it (None: the output ids are counted)
     cached: int | None = None           # prompt tokens it took from its cache
     evaluated: int | None = None        # prompt tokens it evaluated
     done: bool = False
 
 
 class Server:
-    """One server kind. `stream`: "sse" (`data: {...}` lines, `data: [DONE]`) or "ndjson" (one object a line)."""
+    """One server kind. `stream`: "sse" (`data: {...}` lines, `data: [DONE]`), "ndjson" (one object a line) or
+    "json" (no streaming: one answer at the end)."""
 
     name = ""
     caps = Capabilities(token_prompt=True, grammar=False, token_ids=False, cached=False)
@@ -169,7 +171,7 @@ class OpenAICompletions(Server):
                 reply.stop = "length" if choice["finish_reason"] == "length" else "eos"
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            reply.n_prompt = usage.get("prompt_tokens")
+            reply.n_prompt, reply.n_generated = usage.get("prompt_tokens"), usage.get("completion_tokens")
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict) and details.get("cached_tokens") is not None:
                 reply.cached = details["cached_tokens"]
@@ -193,12 +195,18 @@ class VLLM(OpenAICompletions):
 
 
 class LlamaCppPython(Server):
+    """Not streamed: by default this server cuts a running stream short when another request arrives
+    (--interrupt_requests), which would break concurrent roles and `eval --jobs`; a plain request waits its
+    turn and reports its token counts. On cancel the client leaves at once, but the server finishes that
+    generation (at most max_tokens) before it takes the next request."""
+
     name = "llama-cpp-python"
     caps = Capabilities(token_prompt=False, grammar=True, token_ids=False, cached=False)
+    stream = "json"
 
     def request(self, prompt, *, max_tokens, grammar, sampling, seed, spec, n_ctx):
         body = {
-            "prompt": prompt, "max_tokens": max_tokens, "stream": True, "temperature": sampling.temperature,
+            "prompt": prompt, "max_tokens": max_tokens, "stream": False, "temperature": sampling.temperature,
             "top_p": sampling.top_p, "top_k": sampling.top_k, "min_p": sampling.min_p, "seed": seed,
             # its defaults are repeat_penalty 1.1, top_k 40, min_p 0.05: every one is set
             "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "mirostat_mode": 0,
@@ -234,7 +242,7 @@ class Ollama(Server):
         if obj.get("done"):
             reply.done = True
             reply.stop = "length" if obj.get("done_reason") == "length" else "eos"
-            reply.evaluated = obj.get("prompt_eval_count")
+            reply.evaluated, reply.n_generated = obj.get("prompt_eval_count"), obj.get("eval_count")
 
 
 SERVERS: dict[str, Server] = {s.name: s for s in (LlamaServer(), LlamaCppPython(), VLLM(), OpenAICompletions(),

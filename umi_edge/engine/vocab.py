@@ -7,7 +7,6 @@ server receives are the ids a local context would evaluate. `Vocab.load` reads o
 from __future__ import annotations
 
 import ctypes
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ from . import _native
 
 
 class Vocab:
-    """tokenize / detokenize over one llama_vocab, plain or with special tokens (thread-safe)."""
+    """tokenize / detokenize over one llama_vocab, plain or with special tokens (read-only: any thread)."""
 
     def __init__(self, ptr, path: Path, owner=None):
         L = _native.lib()
@@ -28,7 +27,6 @@ class Vocab:
         self.bos_id = L.llama_vocab_bos(ptr)
         self.eos_id = L.llama_vocab_eos(ptr)
         self.add_bos = bool(L.llama_vocab_get_add_bos(ptr))   # whether a text prompt gets BOS from the server
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path, stack: ExitStack) -> "Vocab":
