@@ -17,7 +17,7 @@ from umi_edge.errors import ConfigError, ToolError
 from umi_edge.loop import Limits, run_team
 from umi_edge.tools import Tool, ToolSet, load_tools
 from umi_edge.tools.demo import TOOLS
-from umi_edge.tools.isolation import MAX_HUNG, POOL, locate
+from umi_edge.tools.isolation import MAX_HUNG, MAX_IDLE, POOL, locate
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX")
 
@@ -59,12 +59,15 @@ def test_demo_results_are_the_same_in_a_worker(expression):
 
 def test_a_hung_worker_is_killed_on_timeout_and_replaced():
     ts = ToolSet([it.hang, it.pid])
-    before = children()
+    worker = json.loads(ts.call("pid", "{}").text)   # the idle worker the next call takes
     t0 = time.monotonic()
     r = ts.call("hang", "{}", timeout=0.3, isolation="process")
     assert r.error == "timeout" and "timed out after 0.3 s" in r.text and time.monotonic() - t0 < 5
-    assert children() <= before                     # killed and reaped: nothing of the call is left
-    assert ts.call("pid", "{}").ok                  # the next call gets a working worker
+    assert worker not in children() and not os.path.exists(f"/proc/{worker}")   # killed and reaped
+    assert len(children()) <= MAX_IDLE
+    t0 = time.monotonic()
+    assert json.loads(ts.call("pid", "{}").text) not in (worker, os.getpid())     # its successor answers
+    assert time.monotonic() - t0 < 5
 
 
 def test_cancel_kills_the_worker():

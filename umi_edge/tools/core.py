@@ -196,7 +196,7 @@ class Tool:
             return done(fault(f"invalid arguments for {self.name}: {problem}"), "bad_arguments")
         limit = self.timeout if self.timeout is not None else timeout
         if where is not None:
-            return done(*POOL.run(self.name, where, args, t0 + limit, limit, cancel))
+            return done(*POOL.run(self.name, where, args, limit, cancel))
         call = (lambda: self.fn(**args)) if self.fn is not None else (lambda: self.dispatcher(self.name, args))
         return done(*run_in_thread(self, call, t0 + limit, limit, cancel))
 

@@ -34,6 +34,8 @@ ISOLATIONS = ("auto", "thread", "process")
 MAX_HUNG = 4        # abandoned threads per tool still running before its calls are refused
 MAX_IDLE = 2        # idle worker processes kept for reuse
 POLL = 0.05         # seconds between checks of the deadline and the cancel event while a call runs
+STARTUP = 30.0      # seconds a new worker may take to start (an interpreter and imports: ~0.25 s), not the tool's
+READY = b"ready"    # a worker's first message
 
 Where = tuple[str, str, "str | None"]   # (module, qualified name, the module's file when not importable by name)
 
@@ -126,6 +128,21 @@ class _Worker:
         os.close(up_w)
         self.send = Connection(down_w, readable=False)
         self.recv = Connection(up_r, writable=False)
+        self.ready = False
+
+    def wait_ready(self, name: str, cancel: threading.Event | None) -> tuple[str, str] | None:
+        """None once the worker has started; else the fault (it did not start, or the call was cancelled)."""
+        deadline = time.monotonic() + STARTUP
+        while not self.ready:
+            if cancel is not None and cancel.is_set():
+                return fault(f"{name} was cancelled"), "cancelled"
+            if time.monotonic() >= deadline:
+                return fault(f"{name}: no worker process started within {STARTUP:g} s"), "raised"
+            if self.recv.poll(POLL):
+                if self.recv.recv_bytes() != READY:
+                    raise ValueError("unexpected first message from a tool worker")
+                self.ready = True
+        return None
 
     def kill(self) -> int | None:
         """Kill and reap the process (no zombie per hung call); its exit code."""
@@ -164,16 +181,34 @@ class WorkerPool:
                 return
         worker.kill()
 
-    def run(self, name: str, where: Where, args: dict, deadline: float, limit: float,
+    def _replace(self, worker: _Worker) -> None:
+        """Kill a worker whose call overran, and start its successor now, so the next call finds it ready."""
+        worker.kill()
+        with self._lock:
+            if self._idle:
+                return
+            self.started += 1
+        self._give(_Worker())
+
+    def run(self, name: str, where: Where, args: dict, limit: float,
             cancel: threading.Event | None) -> tuple[str, str | None]:
-        """(text, fault) of the function at `where` called with `args` in a worker; killed when it overruns."""
+        """(text, fault) of the function at `where` called with `args` in a worker; killed when it overruns
+        `limit` seconds (counted once the worker has started)."""
         worker = self._take()
         try:
+            stopped = worker.wait_ready(name, cancel)
+            if stopped is not None:
+                worker.kill()
+                return stopped
+            deadline = time.monotonic() + limit
             worker.send.send_bytes(json.dumps([name, list(where), args]).encode())
             while True:
                 result = _stopped(name, deadline, limit, cancel)
                 if result is not None:
-                    worker.kill()
+                    if result[1] == "timeout":
+                        self._replace(worker)
+                    else:
+                        worker.kill()
                     return result
                 if worker.recv.poll(min(max(deadline - time.monotonic(), 0.0), POLL)):
                     text, error = json.loads(worker.recv.recv_bytes())
@@ -190,10 +225,6 @@ class WorkerPool:
         except BaseException:
             worker.kill()
             raise
-
-    def idle(self) -> int:
-        with self._lock:
-            return len(self._idle)
 
     def close(self) -> None:
         """Stop the idle workers (a busy one is killed by its call's timeout)."""
