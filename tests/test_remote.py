@@ -505,3 +505,51 @@ def test_a_local_role_cannot_share_a_remote_context(tmp_path):
             [sets.s.caller]
             share_context = "planner"
             """)
+
+
+# -- a SentencePiece vocab (the α-UMi checkpoints' Llama-2 kind) -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spm_vocab(tmp_path_factory, spm_tokenizer_dir):
+    """A vocab-only GGUF (no tensors at all) with a Llama-2 style SentencePiece vocab, loaded vocab-only."""
+    import contextlib
+
+    gguf = pytest.importorskip("gguf")
+    from umi_convert.vocab import write_vocab
+
+    path = tmp_path_factory.mktemp("spm") / "spm-vocab.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    for add in (w.add_context_length, w.add_embedding_length, w.add_block_count, w.add_feed_forward_length,
+                w.add_head_count):
+        add(32)
+    write_vocab(w, spm_tokenizer_dir, {}, gguf.MODEL_ARCH.LLAMA)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with contextlib.ExitStack() as stack:
+        yield Vocab.load(path, stack)
+
+
+def test_sentencepiece_vocab_for_a_remote_role(spm_vocab):
+    v = spm_vocab
+    assert v.tokenize("a</s>b") != v.tokenize("a") + [v.eos_id] + v.tokenize("b")       # plain: text stays text
+    assert v.eos_id in v.tokenize("a</s>b", special=True) and v.is_special(v.eos_id) and v.is_special(v.bos_id)
+    # output streamed as text continues a sequence: no dummy-prefix space is invented before it
+    ids = v.continuation("Hello world")
+    assert v.pieces(ids) == b"Hello world" and v.pieces(v.tokenize("Hello world")) == b" Hello world"
+    with CannedServer(lambda m, p, b: (200, "application/json", [json.dumps({"data": [{"id": "x"}]})])) as s:
+        far = remote(s.url, v).open()
+        proto = get_protocol()
+        from umi_edge.protocol import Turn
+
+        prompt = proto.planner_prompt(TOOLS.docs(256), [Turn("user", "hi"), Turn("assistant", "look it up"),
+                                                        Turn("caller", "Action: x"), Turn("observation", "ok")])
+        ids = proto.encode(prompt, v.tokenize, v.bos_id, v.eos_id)
+        text = far._as_text(ids)                  # the template's separators read back as the same EOS ids
+        assert text.count("</s>") == ids.count(v.eos_id) == 3 and not text.startswith("<s>")   # the vocab adds BOS
+        assert "user: hi</s>assistant: look it up</s>caller: Action: x</s>observation: ok" in text
+        bad = proto.encode(proto.planner_prompt(TOOLS.docs(256), [Turn("user", "hi"), Turn("observation", "a</s>b")]),
+                           v.tokenize, v.bos_id, v.eos_id)
+        with pytest.raises(EngineError, match="special token"):
+            far._as_text(bad)

@@ -400,36 +400,46 @@ class RemoteRole:
         return result(reply.stop or "eos", reply, t1)
 
     def _as_text(self, ids: list[int]) -> str:
-        """The prompt as a text-only server must get it: special tokens spelled out (BOS left to the server when
-        its vocab adds one). Refused when the server's special-token parsing of that text would give special
-        tokens other than the prompt's own, i.e. when content spells one: such a prompt is never sent."""
+        """The prompt as a text-only server must get it, which it reads back with special-token parsing: special
+        tokens spelled out, the text between them as its exact bytes (a SentencePiece vocab's dummy-prefix space
+        left out, as the server adds it again after each special token), BOS left to the server when its vocab
+        adds one. Refused, unsent, unless that text reads back as the same special tokens with the same text
+        between them: content that spells a special token (a tool output holding `</s>`) never becomes one."""
         v = self.vocab
         body = ids[1:] if v.add_bos and ids[0] == v.bos_id else ids
-        text = v.detokenize(body, special=True)
-        mine = ([v.bos_id] if v.add_bos else []) + body
-        theirs = ([v.bos_id] if v.add_bos else []) + v.tokenize(text, special=True)
-        if theirs != mine and _specials(v, theirs) != _specials(v, mine):
+        mine = _runs(v, ([v.bos_id] if v.add_bos else []) + body)
+        text = "".join(run.decode("utf-8", "replace") + ("" if t is None else v.detokenize([t], special=True))
+                       for run, t in _runs(v, body))
+        theirs = _runs(v, ([v.bos_id] if v.add_bos else []) + v.tokenize(text, special=True))
+        if [t for _, t in theirs] != [t for _, t in mine]:
             raise EngineError(f"{self.label}: the prompt holds text that this server would read as a special token "
                               f"(e.g. a tool output spelling {v.detokenize([v.eos_id], special=True)!r}); it takes "
                               f"prompts only as text, so nothing was sent. Run this role on llama-server or vLLM, "
                               f"which take token ids")
+        if theirs != mine:
+            raise EngineError(f"{self.label}: the prompt cannot be written as text that reads back as the same "
+                              f"text (e.g. output cut inside a UTF-8 character), so nothing was sent. Run this role "
+                              f"on llama-server or vLLM, which take token ids")
         return text
 
     def close(self) -> None:
         """Nothing is held between requests; present for symmetry with local roles."""
 
 
-def _specials(vocab: Vocab, ids: Sequence[int]) -> list[tuple[str, int | None]]:
-    """The special tokens of `ids` in order, each with the text before it: equal for two tokenizations that
-    differ only in how plain text was split."""
+def _runs(vocab: Vocab, ids: Sequence[int]) -> list[tuple[bytes, int | None]]:
+    """`ids` as (bytes of the plain tokens, the special token after them or None at the end): equal for two
+    tokenizations that differ only in how plain text was split. Each run's bytes are its raw pieces, less the
+    one leading space a SentencePiece vocab's tokenizer puts before every run of text it starts."""
     out, run = [], []
-    for t in ids:
-        if vocab.is_special(t):
-            out.append((vocab.detokenize(run), t))
+    for t in list(ids) + [None]:
+        if t is None or vocab.is_special(t):
+            raw = vocab.pieces(run)
+            if vocab.space_prefix and raw.startswith(b" "):
+                raw = raw[1:]
+            out.append((raw, t))
             run = []
         else:
             run.append(t)
-    out.append((vocab.detokenize(run), None))
     return out
 
 

@@ -27,6 +27,8 @@ class Vocab:
         self.bos_id = L.llama_vocab_bos(ptr)
         self.eos_id = L.llama_vocab_eos(ptr)
         self.add_bos = bool(L.llama_vocab_get_add_bos(ptr))   # whether a text prompt gets BOS from the server
+        # whether tokenizing text puts a space before it (SentencePiece's dummy prefix), seen rather than read
+        self.space_prefix = self.pieces(self.tokenize("a")).startswith(b" ")
 
     @classmethod
     def load(cls, path, stack: ExitStack) -> "Vocab":
@@ -79,16 +81,17 @@ class Vocab:
         as text only."""
         ids = self.tokenize(text)
         raw = text.encode("utf-8")
-        if self._pieces(ids) == raw:
+        if self.pieces(ids) == raw:
             return ids
         after_newline = self.tokenize("\n" + text)
         for k in range(1, min(3, len(after_newline))):
-            if self._pieces(after_newline[:k]).strip(b" ") == b"\n" and self._pieces(after_newline[k:]) == raw:
+            if self.pieces(after_newline[:k]).strip(b" ") == b"\n" and self.pieces(after_newline[k:]) == raw:
                 return after_newline[k:]
         return ids
 
-    def _pieces(self, ids: Sequence[int]) -> bytes:
-        # raw token pieces, without the first-token space stripping of llama_detokenize
+    def pieces(self, ids: Sequence[int]) -> bytes:
+        """The exact bytes of `ids` (raw token pieces; no first-token space stripping or clean-up of spaces
+        as llama_detokenize does; special tokens as nothing)."""
         L = _native.lib()
         buf = ctypes.create_string_buffer(256)
         out = bytearray()
