@@ -325,6 +325,7 @@ def models(tmp_path):
 
 
 def test_tool_top_k_config_defaults_toml_env_flag(models):
+    assert resolve_set("default", env={}).tool_top_k == 8      # the shipped team: larger tool sets get the top 8
     assert resolve_set("s", registry=models(""), env={}).tool_top_k == 0
     reg = models("tool_top_k = 8")
     assert resolve_set("s", registry=reg, env={}).tool_top_k == 8
