@@ -38,7 +38,6 @@ from .worker import Closed, Job, QueueFull, TeamWorker
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.05     # how often a non-streaming request checks that its client is still there
 STOP_GRACE = 5.0        # seconds a stream has, once the server stops, to send its error and [DONE]
 
 
@@ -329,19 +328,22 @@ def _sse(obj: Any) -> ServerSentEvent:
 
 
 async def _collect(request: Request, job: Job, worker: TeamWorker, run: ChatRun) -> None:
-    """Fold a non-streaming run; a client that goes away cancels it."""
-    while True:
-        item = await job.next(POLL_SECONDS)
-        if item is None:
-            if await request.is_disconnected():
-                worker.cancel(job)
+    """Fold a non-streaming run; a client that goes away cancels it (heard as an ASGI disconnect, no polling)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        worker.cancel(job)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for kind, value in job.items():
+            if kind == "end":
+                run.end(value, job.cancel_reason)
                 return
-            continue
-        kind, value = item
-        if kind == "end":
-            run.end(value, job.cancel_reason)
-            return
-        run.feed(kind, value)
+            run.feed(kind, value)
+    finally:
+        watcher.cancel()
 
 
 async def _chat_events(job: Job, worker: TeamWorker, run: ChatRun):

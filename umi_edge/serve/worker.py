@@ -61,13 +61,6 @@ class Job:
         except RuntimeError:   # the event loop is gone (shutdown): nobody is listening
             pass
 
-    async def next(self, timeout: float) -> tuple[str, Any] | None:
-        """The next item, or None after `timeout` seconds (so a caller can do other checks meanwhile)."""
-        try:
-            return await asyncio.wait_for(self._items.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
-
     async def items(self) -> AsyncIterator[tuple[str, Any]]:
         while True:
             kind, value = await self._items.get()
