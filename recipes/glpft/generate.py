@@ -737,7 +737,8 @@ def _values(x) -> Iterator:
 def task_of(e: Episode, id: str) -> dict:
     """An `umi-edge eval tasks` task for a generated episode: give up where it gave up; else the tools it called
     successfully, in order, and the values of its last observation that its reference answer states."""
-    task = {"id": id, "query": e.query, "tools": "demo"}
+    task = {"id": id, "query": e.query, "tools": "demo" if e.tools is TOOLS else
+            f"{Path(__file__).resolve().parent / 'toolworld.py'}:{','.join(e.tools.names)}"}
     if e.history[-1].role != "conclusion":
         return {**task, "expect": "give_up"}
     answer = e.history[-1].text
@@ -757,10 +758,17 @@ def task_of(e: Episode, id: str) -> dict:
     return {**task, "expect": "answer", "check": check}
 
 
-def validation_tasks(n: int, seed: int, train_episodes: int, train_seed: int = 0) -> list[dict]:
+def validation_tasks(n: int, seed: int, train_episodes: int, train_seed: int = 0, world: bool = False) -> list[dict]:
     """`n` tasks from the generator's families, none with a training query (nor a held-out one): scores a
-    training run without touching the held-out suite. Same templates as training, other slot values."""
+    training run without touching the held-out suite. Same templates as training, other slot values. With
+    `world`, tool-world tasks over the validation families only (toolworld.VALID_FAMILIES), whose tools no
+    training episode offers; each task names its offered tools (`toolworld.py:a,b,...`)."""
     train = {normalize_query(e.query) for e in episodes(train_episodes, train_seed)}
+    if world:
+        import toolworld
+
+        chosen = episodes(n, seed, exclude=train, demo_share=0.0, world_families=toolworld.VALID_FAMILIES)
+        return [task_of(e, f"w-{i + 1:03d}") for i, e in enumerate(chosen)]
     return [task_of(e, f"v-{i + 1:03d}") for i, e in enumerate(episodes(n, seed, exclude=train))]
 
 
@@ -772,15 +780,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, metavar="N", default=0,
                     help="instead, write N validation tasks (JSONL for `umi-edge eval tasks`) to --out, drawn with "
                          "--seed and disjoint from the --episodes training queries of seed 0")
+    ap.add_argument("--world", action="store_true",
+                    help="with --tasks: tool-world tasks over the validation families (never in training)")
+    ap.add_argument("--demo-share", type=float, default=1.0,
+                    help="share of demo-tool episodes; the rest are tool-world episodes (config: [data].demo_share)")
     args = ap.parse_args(argv)
     if args.tasks:
         from umi_edge.eval.demo_tasks import write_jsonl
 
-        tasks = validation_tasks(args.tasks, args.seed, args.episodes)
+        tasks = validation_tasks(args.tasks, args.seed, args.episodes, world=args.world)
         write_jsonl(Path(args.out), tasks)
         print(json.dumps({"out": args.out, "tasks": len(tasks), "seed": args.seed}))
         return 0
-    counts = write(build(args.episodes, args.seed), Path(args.out))
+    counts = write(build(args.episodes, args.seed, args.demo_share), Path(args.out))
     print(json.dumps({"out": args.out, "episodes": args.episodes, "seed": args.seed, "records": counts}))
     return 0
 

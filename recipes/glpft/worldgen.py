@@ -106,7 +106,8 @@ class World:
         """The needed tools (Tool objects) plus distractors: other functions of the family and of other families
         (preferring ones that share a word with the needed ones), sometimes demo tools; 3-12 in all, shuffled."""
         rng = self.rng
-        n = max(len(need) + (CALC in [t.name for t in need]), rng.choices(list(N_TOOLS), list(N_TOOLS.values()))[0])
+        n = max(len(need), rng.choices(list(N_TOOLS), list(N_TOOLS.values()))[0])
+        n -= calc and CALC not in [t.name for t in need] and n == max(N_TOOLS)   # room for the calculator
         chosen = list(need)
         used_fns = {id(W.function_of(t.name)) for t in need if W.function_of(t.name)} | {id(f) for f in exclude}
         words = {w for t in need for w in _words(t)}
@@ -139,10 +140,9 @@ class World:
     # --- episodes ---------------------------------------------------------------------------------------------
     def episode(self) -> tuple[str, Callable, ToolSet, str]:
         """(query, script, offered tools, kind)."""
-        kind = self.rng.choices([k for k, _ in KINDS], [w for _, w in KINDS])[0]
-        make = getattr(self, "_" + kind)
-        while True:
-            got = make()
+        while True:   # a kind that cannot be made here (no such family, equal values) draws again
+            kind = self.rng.choices([k for k, _ in KINDS], [w for _, w in KINDS])[0]
+            got = getattr(self, "_" + kind)()
             if got is not None:
                 return (*got, kind)
 
@@ -199,6 +199,8 @@ class World:
 
     def _quote(self):
         fams = [fam for fam in self.families if fam.spec.quote]
+        if not fams:
+            return None
         fam = self.pick(fams)
         fn = next(fn for fn in fam.functions if fn.kind == "quote")
         q_ = fn.quote
@@ -224,6 +226,8 @@ class World:
 
     def _find_only(self):
         fams = [fam for fam in self.families if any(fn.kind == "find" for fn in fam.functions)]
+        if not fams:
+            return None
         fam = self.pick(fams)
         fn = next(fn for fn in fam.functions if fn.kind == "find")
         e = self.entity(fam)
@@ -402,6 +406,8 @@ class World:
 
     def _find(self, arith: bool = False):
         fams = [fam for fam in self.families if any(fn.kind == "find" for fn in fam.functions)]
+        if not fams:
+            return None
         fam = self.pick(fams)
         finder = self.pick(next(fn for fn in fam.functions if fn.kind == "find").variants)
         fns = [fn for fn in fam.functions if fn.kind == "lookup" and (not arith or self.numeric(fn))]
