@@ -318,6 +318,7 @@ def run_task(team: Any, task: Task, toolset: Any) -> TaskResult:
 def summarize(results: list[TaskResult]) -> dict[str, Any]:
     """The --json report: the headline numbers, then status counts, per-role tokens and per-task rows."""
     n = len(results)
+    fabricated = sum(bool(r.fabricated) for r in results if r.status == "answered")
     statuses: dict[str, int] = {}
     tokens: dict[str, dict[str, int]] = {}
     for r in results:
@@ -333,8 +334,8 @@ def summarize(results: list[TaskResult]) -> dict[str, Any]:
         "hallucinated_calls": sum(r.hallucinated_calls for r in results),
         "mean_steps": sum(r.steps for r in results) / n,
         "mean_seconds": sum(r.seconds for r in results) / n,
-        "fabrication_rate": sum(bool(r.fabricated) for r in results) / max(1, statuses.get("answered", 0)),
-        "fabricated_answers": sum(bool(r.fabricated) for r in results),
+        "fabrication_rate": fabricated / max(1, statuses.get("answered", 0)),
+        "fabricated_answers": fabricated,
         "answered": statuses.get("answered", 0),
         "status_counts": statuses,
         "tokens_by_role": tokens,
