@@ -390,4 +390,5 @@ def test_widen_nests_shuffles_and_complains_when_the_pool_is_short():
     assert widen(base, pool, 2, "t1") is base
     with pytest.raises(UmiError, match="distractor pool has 8 tools"):
         widen(base, pool, 11, "t1")
-    assert [c.name for c in configs([32, 8, 100], 8)] == ["all 8", "all 32", "all 100", "top 8 of 32", "top 8 of 100"]
+    assert [c.name for c in configs([32, 8, 100], 8)] == ["all 8", "top 8 of 100", "all 100", "top 8 of 32", "all 32"]
+    assert [c.name for c in configs([20, 10], 4)] == ["all 10", "top 4 of 20", "all 20", "top 4 of 10"]

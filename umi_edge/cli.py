@@ -829,6 +829,72 @@ def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, thr
         click.echo(line)
 
 
+@eval_group.command("retrieval")
+@click.argument("tasks_path", metavar="TASKS", type=click.Path())
+@_eval_team_options
+@click.option("--distractors", "pool_ref", metavar="MODULE:ATTR", required=True,
+              help="Tools to draw distractors from (module:ATTR or file.py:ATTR), e.g. "
+                   "recipes/glpft/toolworld.py:TOOLS.")
+@click.option("--offered", default="8,32,100", show_default=True,
+              help="Tool-set sizes, comma-separated: each task's tools plus distractors up to each size.")
+@click.option("--tool-top-k", "k", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Retrieval's k: sizes above it also run with only the top k offered.")
+@click.option("--embeddings", is_flag=True,
+              help="Also measure recall@k ranked by the base model's own embeddings (mean-pooled).")
+@click.option("--recall-only", is_flag=True, help="Measure recall@k only; run no task.")
+@click.pass_context
+def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
+                       pool_ref, offered, k, embeddings, recall_only):
+    """Tool retrieval, measured: TASKS (a file, or a bundled suite such as `heldout`) with distractors up to
+    each --offered size, every size with all tools offered and every size above k with the top k, side by
+    side in one run: success, planner prompt tokens and their ratios, and recall@k against each query."""
+    from importlib import resources
+    from pathlib import Path
+
+    from .eval import retrieval, tasks as etasks
+    from .tools import load_tools
+
+    path = Path(tasks_path)
+    bundled = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
+    if not path.exists() and bundled.is_file():
+        path = bundled
+    try:
+        sizes = [int(s) for s in offered.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{offered!r} is not a comma-separated list of sizes", param_hint="--offered")
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("sizes must be positive", param_hint="--offered")
+    task_list = etasks.load_tasks(path, limit=limit)
+    pool = load_tools(pool_ref)
+
+    def progress(config, done, total, r):
+        click.echo(f"{config.name} [{done}/{total}] {'ok  ' if r.success else 'FAIL'} {r.id}: {r.status}, "
+                   f"{r.steps} steps, {r.seconds:.1f} s, planner prompt {r.tokens.get('planner', {}).get('prompt', 0)} tok"
+                   + (f" — {r.failure}" if r.failure else ""), err=True)
+
+    team = embed = None
+    try:
+        if not recall_only or embeddings:
+            overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
+            team = _eval_load_team(ctx, set_name, models_path, overrides)
+        if embeddings:
+            embed = retrieval.llama_embedder(next(iter(team.paths.values())), threads=threads)
+        report = retrieval.evaluate(team, task_list, pool, sizes, k, embed=embed, run=not recall_only,
+                                    progress=progress)
+    finally:
+        if embed is not None:
+            embed.close()
+        if team is not None:
+            team.close()
+    report["tasks"] = str(path)
+    report["distractors"] = pool_ref
+    if as_json:
+        emit_json(report)
+        return
+    for line in retrieval.render(report):
+        click.echo(line)
+
+
 # --- bench (engineer F) -----------------------------------------------------------------------------------
 
 @cli.group("bench", cls=_Group, invoke_without_command=True)

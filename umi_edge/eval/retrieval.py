@@ -32,9 +32,16 @@ class Config:
 
 
 def configs(sizes: Sequence[int], k: int) -> list[Config]:
-    """Every size with all tools offered, then every size larger than k with the top k offered."""
+    """Every size with all tools offered and every size larger than k with the top k offered, in run order:
+    the smallest set, then for each larger size from the largest down its top k and its all-tools run (so a
+    run cut short has the headline comparisons first)."""
     sizes = sorted(set(sizes))
-    return [Config(n) for n in sizes] + [Config(n, k) for n in sizes if k and n > k]
+    out = [Config(sizes[0])]
+    for n in reversed(sizes[1:]):
+        out += ([Config(n, k)] if k and n > k else []) + [Config(n)]
+    if k and sizes[0] > k:
+        out.append(Config(sizes[0], k))
+    return out
 
 
 def widen(tools: ToolSet, pool: ToolSet, n: int, key: str) -> ToolSet:
