@@ -23,12 +23,15 @@ import numpy as np
 from umi_edge.errors import ConvertError
 
 from . import precision
-from .tensor_ref import Mmaps, TensorRef
+from .output import check_output, checkpoint_files, temp_beside
+from .tensor_ref import Mmaps, TensorRef, short_repr
 
 ADAPTER_CONFIG = "adapter_config.json"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _PREFIX = "base_model.model."
+MAX_RANK = 1 << 16
+_F32_MAX = 3.4028234663852886e38  # adapter.lora.alpha is stored as float32
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,7 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     if outtype not in OUTTYPES:
         raise ConvertError(f"--outtype {outtype!r} is not available for LoRA adapters (llama.cpp cannot quantize "
                            f"adapters further); choose one of: {', '.join(OUTTYPES)}")
-    if out.exists() and not force and not out.is_dir():
-        raise ConvertError(f"{out}: already exists; pass --force to overwrite it")
+    check_output(out, force, example="adapter.gguf")
     if role is not None and role not in ROLES:
         raise ConvertError(f"--role {role!r} is not a role; choose one of: {', '.join(ROLES)}")
     lparams = _adapter_config(adapter_dir)
@@ -88,6 +90,7 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
     config = load_config(base_dir)
     arch = get_arch(config)
     refs = _adapter_tensors(adapter_dir)
+    check_output(out, force, checkpoint_files(adapter_dir, base_dir), example="adapter.gguf")
     pairs, extras = _plan(arch, refs, lparams, adapter_dir)
     alpha = _gguf_alpha(lparams, pairs)
     if extras:
@@ -118,7 +121,7 @@ def convert_lora(adapter_dir, out, *, base=None, outtype: str = "f16", force: bo
                                raw_dtype=it.qtype)
     source = _write_metadata(writer, gguf, adapter_dir, base_dir, alpha, role and (role, PROTOCOLS[role]))
 
-    tmp = _temp_output(out, force)
+    tmp = temp_beside(out)
     try:
         _write(writer, items, tmp)
         os.replace(tmp, out)
@@ -164,14 +167,45 @@ def _adapter_config(adapter_dir: Path) -> dict:
     kind = str(lparams.get("peft_type", "LORA")).upper()
     if kind != "LORA":
         raise ConvertError(f"{path}: peft_type {kind} is not LoRA; only LoRA adapters convert to GGUF")
-    if not isinstance(lparams.get("lora_alpha"), (int, float)) or not isinstance(lparams.get("r"), int):
-        raise ConvertError(f"{path}: needs numeric 'lora_alpha' and 'r'")
+    _check_numbers(path, lparams)
     for key, why in (("use_dora", "DoRA magnitudes"), ("fan_in_fan_out", "fan_in_fan_out (Conv1D) layouts")):
         if lparams.get(key):
             raise ConvertError(f"{path}: {key} is set; llama.cpp adapters cannot express {why}")
     if lparams.get("layer_replication"):
         raise ConvertError(f"{path}: layer_replication is set; llama.cpp adapters cannot express it")
     return lparams
+
+
+def _check_numbers(path: Path, lparams: dict) -> None:
+    """r, lora_alpha and the per-module patterns, checked before they scale anything: a rank is a whole
+    number >= 1, an alpha a finite number (the global one non-zero: llama.cpp reads alpha 0 as "no alpha"
+    and would scale by 1), and the patterns map module names to such values."""
+    def rank_ok(v) -> bool:
+        return type(v) is int and 1 <= v <= MAX_RANK
+
+    def alpha_ok(v) -> bool:
+        return type(v) in (int, float) and math.isfinite(v) and abs(v) <= _F32_MAX
+
+    rank_text, alpha_text = f"a whole number from 1 to {MAX_RANK}", "a finite number"
+    if not rank_ok(lparams.get("r")):
+        raise ConvertError(f"{path}: 'r' must be {rank_text}, not {short_repr(lparams.get('r'), 40)}")
+    alpha = lparams.get("lora_alpha")
+    if not alpha_ok(alpha) or alpha == 0:
+        raise ConvertError(f"{path}: 'lora_alpha' must be a finite number other than 0, not {short_repr(alpha, 40)}")
+    for key, ok, what in (("rank_pattern", rank_ok, rank_text), ("alpha_pattern", alpha_ok, alpha_text)):
+        pattern = lparams.get(key)
+        if pattern is None:
+            continue
+        if not isinstance(pattern, dict):
+            raise ConvertError(f"{path}: '{key}' must be an object mapping module names to values, not "
+                               f"{short_repr(pattern, 40)}")
+        for k, v in pattern.items():
+            if not ok(v):
+                raise ConvertError(f"{path}: '{key}' entry {short_repr(k, 60)} must be {what}, not "
+                                   f"{short_repr(v, 40)}")
+    for key in ("base_model_name_or_path", "revision"):
+        if lparams.get(key) is not None and not isinstance(lparams[key], str):
+            raise ConvertError(f"{path}: '{key}' must be a string, not {short_repr(lparams[key], 40)}")
 
 
 def _base_folder(adapter_dir: Path, lparams: dict, base) -> Path:
@@ -310,12 +344,6 @@ def _pattern_value(pattern: dict, key: str, default):
     return default
 
 
-def _temp_output(out: Path, force: bool) -> Path:
-    from .pipeline import _check_output
-
-    return _check_output(out, force, example="adapter.gguf")
-
-
 # --- writing ------------------------------------------------------------------------------------------
 
 
@@ -327,7 +355,9 @@ def _write_metadata(writer, gguf, adapter_dir: Path, base_dir: Path, alpha: floa
 
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    meta = gguf.Metadata.load(None, adapter_dir, None, writer.get_total_parameter_count()[0])
+    from .pipeline import card_metadata
+
+    meta = card_metadata(gguf, adapter_dir, writer.get_total_parameter_count()[0])
     if meta.name is None:
         meta.name = base_dir.name
     meta.set_gguf_meta_model(writer)

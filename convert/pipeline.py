@@ -7,9 +7,9 @@ weights, one tensor at a time, into a temp file in the output folder that replac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,10 @@ import numpy as np
 from umi_edge.errors import ConvertError
 
 from . import precision
+from .output import check_output, checkpoint_files, temp_beside
 from .tensor_ref import FLOAT_DTYPES, Mmaps, TensorRef
+
+log = logging.getLogger(__name__)
 
 ROLES = ("planner", "caller", "summarizer", "backbone")
 # umi.protocol per role: the three α-UMi roles speak the ToolBench prompt protocol (alpha-umi-protocol.md),
@@ -40,14 +43,20 @@ class _Item:
     perm: np.ndarray | None = None
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
 def load_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise ConvertError(f"{folder}: no config.json; SRC must be a Hugging Face checkpoint folder")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than a config.json holds")
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConvertError(f"{path}: unreadable ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise ConvertError(f"{path}: unreadable ({detail})") from None
     if not isinstance(config, dict):
         raise ConvertError(f"{path}: not a JSON object")
     if "text_config" in config and isinstance(config["text_config"], dict):
@@ -87,27 +96,6 @@ def plan_tensors(arch, refs: dict[str, TensorRef], where: Path) -> tuple[list[tu
     return keep, skipped
 
 
-def _check_output(out: Path, force: bool, example: str = "model.gguf") -> Path:
-    """A fresh temporary file beside `out` (renamed over it when complete), with the permissions a plain
-    open() would give (mkstemp makes 0600, which a shipped or shared GGUF should not have)."""
-    if out.is_dir():
-        raise ConvertError(f"{out}: is a folder; give the output file name, e.g. {out / example}")
-    if out.exists() and not force:
-        raise ConvertError(f"{out}: already exists; pass --force to overwrite it")
-    parent = out.parent
-    if not parent.is_dir():
-        raise ConvertError(f"{parent}: output folder does not exist; create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".part")
-    except OSError as e:
-        raise ConvertError(f"{parent}: cannot write the output there ({e.strerror or e})") from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
 def convert(src, out, *, outtype: str = "auto", role: str | None = None, revision: str | None = None,
             force: bool = False, progress: bool = True) -> dict:
     """Convert the checkpoint SRC (folder or HF repo id) to the GGUF file OUT; returns the summary the CLI
@@ -123,13 +111,13 @@ def convert(src, out, *, outtype: str = "auto", role: str | None = None, revisio
     if role is not None and role not in ROLES:
         raise ConvertError(f"--role {role!r} is not a role; choose one of: {', '.join(ROLES)}")
     out = Path(out).expanduser()
-    if out.exists() and not force and not out.is_dir():
-        raise ConvertError(f"{out}: already exists; pass --force to overwrite it")
+    check_output(out, force)
 
     folder, source = resolve(src, revision, progress=progress)
     config = load_config(folder)
     arch = get_arch(config)
-    _fmt, refs, _files = index_tensors(folder)
+    _fmt, refs, files = index_tensors(folder)
+    check_output(out, force, checkpoint_files(folder, extra=files))
     keep, skipped = plan_tensors(arch, refs, folder)
 
     first_2d = next((r.dtype for _, r in keep if len(r.shape) >= 2), None)
@@ -157,16 +145,14 @@ def convert(src, out, *, outtype: str = "auto", role: str | None = None, revisio
         writer.add_tensor_info(it.gguf_name, it.shape, np.dtype(np.float32), it.nbytes, raw_dtype=it.qtype)
     _write_metadata(writer, gguf, arch, folder, config, direct, n_params, role, source, src)
 
-    tmp = _check_output(out, force)
+    tmp = temp_beside(out)
     tmp_q: Path | None = None
     try:
         _write_file(writer, items, tmp, progress)
         if final != direct:
             from .quantize import llama_quantize
 
-            fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".q.part")
-            os.close(fd)
-            tmp_q = Path(name)
+            tmp_q = temp_beside(out, ".q.part")
             llama_quantize(tmp, tmp_q, final)
             tmp.unlink()
             os.replace(tmp_q, out)
@@ -209,11 +195,7 @@ def _write_metadata(writer, gguf, arch, folder: Path, config: dict, direct: str,
     from .vocab import write_vocab
 
     writer.add_type(gguf.GGUFType.MODEL)
-    try:
-        # model card + config heuristics, as llama.cpp names its files; a bad README must not stop us
-        meta = gguf.Metadata.load(None, folder, None, n_params)
-    except Exception:
-        meta = gguf.Metadata()
+    meta = card_metadata(gguf, folder, n_params)
     if meta.name is None:
         meta.name = str(src) if source.endswith(f"@{folder.name}") else folder.name
     if meta.size_label is None and n_params > 0:
@@ -228,6 +210,19 @@ def _write_metadata(writer, gguf, arch, folder: Path, config: dict, direct: str,
         writer.add_string("umi.protocol", PROTOCOLS[role])
     writer.add_string("umi.source", source)
     writer.add_string("umi.converter", f"umi-edge {__version__}")
+
+
+def card_metadata(gguf, folder: Path, n_params: int):
+    """general.* from the model card and config heuristics, as llama.cpp names its files. A README whose
+    front matter gguf cannot parse or write (bad YAML, a list where a string belongs) is ignored: it is
+    tried on a scratch writer first, so it never stops a conversion or leaves half its keys behind."""
+    try:
+        meta = gguf.Metadata.load(None, folder, None, n_params)
+        meta.set_gguf_meta_model(gguf.GGUFWriter(path=None, arch="llama"))
+        return meta
+    except Exception:
+        log.warning("%s: model card ignored (unreadable front matter)", folder)
+        return gguf.Metadata()
 
 
 def _write_file(writer, items: list[_Item], path: Path, progress: bool) -> None:

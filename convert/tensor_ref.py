@@ -57,8 +57,10 @@ class TensorRef:
                 or len(strides) != len(self.shape)):
             raise ConvertError(f"{self.path}: tensor {self.name!r} has a negative or out-of-range offset, size or "
                                f"stride; re-save the checkpoint")
-        numel = self.numel
-        if (numel * itemsize > _I64_MAX or any(s * itemsize > _I64_MAX for s in strides)
+        numel, span = self.numel, 1
+        for d in self.shape:
+            span *= max(d, 1)  # numpy refuses a shape whose non-zero sizes overflow, even when one size is 0
+        if (span * itemsize > _I64_MAX or any(s * itemsize > _I64_MAX for s in strides)
                 or self.offset + self.storage_numel * itemsize > _I64_MAX):
             raise ConvertError(f"{self.path}: tensor {self.name!r} is too large; re-save the checkpoint")
         last = self.storage_offset + sum((d - 1) * s for d, s in zip(self.shape, strides)) if numel else -1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from umi_edge.errors import ConvertError
 
+from ..tensor_ref import short_repr
 from .base import ArchConverter
 from .llama import LlamaConverter, MistralConverter
 from .qwen2 import Qwen2Converter
@@ -24,7 +25,8 @@ def get_arch(config: dict) -> ArchConverter:
     names = config.get("architectures") or []
     if not isinstance(names, list) or not names:
         raise ConvertError(f"config.json: no 'architectures' entry; supported: {', '.join(ARCHS)}")
-    cls = ARCHS.get(names[0])
+    cls = ARCHS.get(names[0]) if isinstance(names[0], str) else None
     if cls is None:
-        raise ConvertError(f"config.json: architecture {names[0]!r} is not supported; supported: {', '.join(ARCHS)}")
+        raise ConvertError(f"config.json: architecture {short_repr(names[0])} is not supported; supported: "
+                           f"{', '.join(ARCHS)}")
     return cls(config)

@@ -6,11 +6,34 @@ way llama.cpp's convert_hf_to_gguf.py does it, so the values match what llama.cp
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from umi_edge.errors import ConvertError
+
+from ..tensor_ref import short_repr
+
+# bounds for config.json's integers: far above any released model, far below what exhausts memory when
+# they size the tensor tables (a layer count of 1e6 would build millions of expected tensor names)
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "num_hidden_layers": (1, 1024),
+    "hidden_size": (1, 1 << 20),
+    "num_attention_heads": (1, 1 << 14),
+    "num_key_value_heads": (1, 1 << 14),
+    "intermediate_size": (1, 1 << 22),
+    "vocab_size": (1, 1 << 24),
+    "head_dim": (1, 1 << 14),
+}
+
+
+def _finite(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _positive_finite(v) -> bool:
+    return _finite(v) and v > 0
 
 
 class ArchConverter:
@@ -29,16 +52,23 @@ class ArchConverter:
 
         self.config = {**self.defaults, **{k: v for k, v in config.items() if v is not None}}
         self.hf_arch = (config.get("architectures") or [""])[0]
-        try:
-            self.n_layer = int(self.hp("num_hidden_layers"))
-            self.n_embd = int(self.hp("hidden_size"))
-            self.n_head = int(self.hp("num_attention_heads"))
-            self.n_head_kv = int(self.config.get("num_key_value_heads") or self.n_head)
-            self.n_ff = int(self.hp("intermediate_size"))
-            self.n_vocab = int(self.hp("vocab_size"))
-            self.head_dim = int(self.config.get("head_dim") or self.n_embd // self.n_head)
-        except (TypeError, ValueError) as e:
-            raise ConvertError(f"config.json: bad hyperparameter ({e})") from None
+        # every number is checked before it sizes anything (tensor tables, expected shapes, permutations)
+        self.n_layer = self._int("num_hidden_layers", required=True)
+        self.n_embd = self._int("hidden_size", required=True)
+        self.n_head = self._int("num_attention_heads", required=True)
+        self.n_head_kv = self._int("num_key_value_heads") or self.n_head
+        self.n_ff = self._int("intermediate_size", required=True)
+        self.n_vocab = self._int("vocab_size", required=True)
+        if self._int("head_dim") is None and self.n_embd % self.n_head:
+            raise ConvertError(f"config.json: hidden_size {self.n_embd} is not a multiple of num_attention_heads "
+                               f"{self.n_head}; is this config.json from this checkpoint?")
+        self.head_dim = self._int("head_dim") or self.n_embd // self.n_head
+        if self.n_head % self.n_head_kv:
+            raise ConvertError(f"config.json: num_attention_heads {self.n_head} is not a multiple of "
+                               f"num_key_value_heads {self.n_head_kv}")
+        if self.head_dim % 2:
+            raise ConvertError(f"config.json: the head size is {self.head_dim}; rotary embeddings need an even one")
+        self._check_floats()
         self.tied = bool(self.config.get("tie_word_embeddings", False))
         self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.n_layer)
         self._gguf = gguf
@@ -48,6 +78,46 @@ class ArchConverter:
         if key not in self.config:
             raise ConvertError(f"config.json: missing {key!r} (needed for {self.hf_arch})")
         return self.config[key]
+
+    def _int(self, key: str, required: bool = False) -> int | None:
+        """An integer hyperparameter within INT_LIMITS (None when absent and optional); JSON floats such as
+        1e6, booleans and strings are refused rather than rounded."""
+        if not required and self.config.get(key) is None:
+            return None
+        v = self.hp(key)
+        lo, hi = INT_LIMITS[key]
+        if type(v) is not int:
+            raise ConvertError(f"config.json: {key} must be a whole number, not {short_repr(v, 40)}")
+        if not lo <= v <= hi:
+            raise ConvertError(f"config.json: {key} is {v}; expected {lo} to {hi}")
+        return v
+
+    def _check_floats(self) -> None:
+        """Float hyperparameters written to the GGUF must be finite numbers, and rope scaling a mapping."""
+        for key in ("rms_norm_eps", "rope_theta"):
+            if (v := self.config.get(key)) is not None and not _positive_finite(v):
+                raise ConvertError(f"config.json: {key} must be a positive finite number, not {short_repr(v, 40)}")
+        for key in ("rope_parameters", "rope_scaling"):
+            if (v := self.config.get(key)) is not None and not isinstance(v, dict):
+                raise ConvertError(f"config.json: {key} must be an object, not {short_repr(v, 40)}")
+        rp = self.rope_parameters()
+        for key in ("factor", "rope_theta", "low_freq_factor", "high_freq_factor"):
+            if (v := rp.get(key)) is not None and not _positive_finite(v):
+                raise ConvertError(f"config.json: rope scaling {key} must be a positive finite number, "
+                                   f"not {short_repr(v, 40)}")
+        for key in ("extrapolation_factor", "beta_fast", "beta_slow", "attention_factor", "attn_factor"):
+            if (v := rp.get(key)) is not None and not _finite(v):
+                raise ConvertError(f"config.json: rope scaling {key} must be a finite number, not {short_repr(v, 40)}")
+        omp = rp.get("original_max_position_embeddings")
+        if rp.get("rope_type") == "yarn" and rp.get("factor") is not None and omp is None:
+            raise ConvertError("config.json: yarn rope scaling needs original_max_position_embeddings")
+        if omp is not None and not (type(omp) is int and 1 <= omp < 1 << 32):
+            raise ConvertError(f"config.json: rope scaling original_max_position_embeddings must be a whole number, "
+                               f"not {short_repr(omp, 40)}")
+        n_ctx = self.config.get("max_position_embeddings")
+        if n_ctx is not None and not (type(n_ctx) is int and 1 <= n_ctx < 1 << 32):
+            raise ConvertError(f"config.json: max_position_embeddings must be a whole number from 1 to 2^32-1, "
+                               f"not {short_repr(n_ctx, 40)}")
 
     # --- tensors ---------------------------------------------------------------------------------------
 
