@@ -202,6 +202,16 @@ def test_validation_tasks_use_only_validation_families(tmp_path):
     tasks = load_tasks(out)
     cache: dict = {}
     train = json.dumps(generate.build(60, 0, SHARE))
+    from umi_edge.eval.tasks import check_answer
+
+    eps = list(generate.episodes(30, 7, exclude={generate.normalize_query(e.query) for e in generate.episodes(60, 0)},
+                                 demo_share=0.0, world_families=W.VALID_FAMILIES))
+    assert [t.query for t in tasks] == [e.query for e in eps]
+    for t, e in zip(tasks, eps):      # the reference run passes its own task's checks, and they bite
+        if t.expect == "answer":
+            calls = [(c["tool"], json.dumps(c["arguments"])) for c in e.calls]
+            assert check_answer(t, e.history[-1].text, calls) is None, (t, e.history[-1].text)
+            assert check_answer(t, "I do not know.", calls) is not None
     for t in tasks:
         tools = resolve_tools(t, cache)
         fams = {W.family_of(n) for n in tools.names} - {None}

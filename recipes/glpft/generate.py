@@ -741,12 +741,15 @@ def task_of(e: Episode, id: str) -> dict:
             f"{Path(__file__).resolve().parent / 'toolworld.py'}:{','.join(e.tools.names)}"}
     if e.history[-1].role != "conclusion":
         return {**task, "expect": "give_up"}
+    from umi_edge.eval.tasks import numbers_in
+
     answer = e.history[-1].text
+    stated = numbers_in(answer)   # numbers as the checker reads them ("80" inside "373080" is not stated)
     numbers, words = [], []
     for v in _values(json.loads(e.calls[-1]["observation"])):
         if isinstance(v, bool) or v is None:
             continue
-        if isinstance(v, (int, float)) and num(v) in answer:
+        if isinstance(v, (int, float)) and any(abs(v - x) <= 1e-9 * max(1.0, abs(v)) for x in stated):
             numbers.append(v)
         elif isinstance(v, str) and v in answer:
             words.append(v)
