@@ -166,8 +166,8 @@ def test_bad_tools_flag_fails_before_serving(harness, tmp_path):
 def test_default_set_served_over_stdio(default_model_home, tmp_path):
     """The real default set (SmolLM2 + GLPFT adapters) with mcp-server-time beside the demo tools."""
     env = {**os.environ, "UMI_EDGE_HOME": str(default_model_home)}
-    args = ["-c", "from umi_edge.cli import cli; cli(prog_name=\"umi-edge\")", "mcp", "--tools", "umi_edge.tools.demo:TOOLS", "--tools", TIME,
-            "--max-steps", "3"]
+    args = ["-c", "from umi_edge.cli import cli; cli(prog_name='umi-edge')", "mcp",
+            "--tools", "umi_edge.tools.demo:TOOLS", "--tools", TIME, "--max-steps", "3"]
 
     async def session():
         params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(tmp_path))

@@ -100,7 +100,7 @@ def test_arguments_are_validated_here_against_the_input_schema():
         assert (r.ok, r.error) == (False, "bad_arguments") and "'timezone' is a required property" in r.text
         r = obs(team.tools, "convert_time", {"source_timezone": "Asia/Tokyo", "time": "25:99",
                                              "target_timezone": "Europe/Paris"})
-        assert r.error == "raised" and "Invalid time format" in r.text   # the server's own error result, as an observation
+        assert r.error == "raised" and "Invalid time format" in r.text   # the server's own error result
 
 
 # --- a multi-tool server with typed arguments: mcp-server-git on a repo made here -------------------------------
@@ -256,7 +256,7 @@ def test_streamable_http_source(fault_server):
     finally:
         proc.terminate()
         proc.wait(10)
-    with pytest.raises(ToolError, match=rf"MCP server mcp\+http://127.0.0.1:{port}/mcp failed to start"):
+    with pytest.raises(ToolError, match=rf"MCP server mcp\+http://127.0.0.1:{port}/mcp cannot be reached: Connect"):
         Team(fake_roles(), [f"mcp+http://127.0.0.1:{port}/mcp"])
 
 
@@ -274,7 +274,7 @@ def toolsources_set(tmp_path, fault_server, monkeypatch):
         [toolsources.time]
         mcp = {{ command = {json.dumps(sys.executable)}, args = ["-m", "mcp_server_time"], env = {{ TZ = "UTC" }} }}
         [toolsources.faults]
-        mcp = {{ command = {json.dumps(sys.executable)}, args = ["fault_server.py"], cwd = ".", env = {{ GREETING = "hi" }} }}
+        mcp = {{ command = {json.dumps(sys.executable)}, args = ["fault_server.py"], cwd = ".", env = {{ X = "hi" }} }}
         [models.m]
         path = "m.gguf"
         [sets.fake]
@@ -298,7 +298,7 @@ def test_set_combines_named_toolsources(toolsources_set):
     with Team.load("fake", models=toolsources_set) as team:
         assert team.spec.tools == ("umi_edge.tools.demo:TOOLS", "time", "faults")
         assert {"calculator", "get_current_time", "echo"} <= set(team.tools.names)
-        assert obs(team.tools, "env", {"name": "GREETING"}).text == "hi"   # env and cwd
+        assert obs(team.tools, "env", {"name": "X"}).text == "hi"   # env and cwd
         assert len(descendants() - before) >= 2
     assert settle_descendants(before) == before
 
@@ -328,6 +328,16 @@ def test_toolsource_table_errors(tmp_path, table, message):
     assert f"{path} [toolsources.t]" in str(info.value)
 
 
+@pytest.mark.parametrize("tools", ["[]", '["time", 3]', '[""]'])
+def test_set_tools_list_errors(tmp_path, tools):
+    from umi_edge.registry import resolve_set
+
+    path = tmp_path / "models.toml"
+    path.write_text(f'[models.m]\npath = "m.gguf"\n[sets.s]\nmodel = "m"\ntools = {tools}\n')
+    with pytest.raises(ConfigError, match=r"\[sets.s\]: tools must be"):
+        resolve_set("s", registry=load_registry(path))
+
+
 def test_result_text_of_other_blocks():
     from mcp_types import CallToolResult, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
@@ -355,3 +365,27 @@ def test_no_orphans_after_50_team_load_close_cycles(toolsources_set):
     loads.sort(), firsts.sort()
     print(f"\nload + list tools: median {loads[25]:.3f} s, max {loads[-1]:.3f} s; "
           f"first call: median {firsts[25] * 1000:.1f} ms, max {firsts[-1] * 1000:.1f} ms")
+
+
+@pytest.mark.slow
+def test_real_caller_sampling_under_the_grammar_makes_only_valid_calls(default_model_home, repo):
+    """The shipped caller (SmolLM2 + its adapter), sampling at temperature 1 under the caller grammar of the demo
+    tools, mcp-server-time and mcp-server-git: every call names a listed tool with arguments its schema admits
+    (the planner is scripted, so every step is a call)."""
+    from umi_edge.engine.fake import FakeEngine
+
+    git = f"mcp:{PY} -m mcp_server_git --repository {shlex.quote(str(repo))}"
+    steps = 4
+    with Team.load("default", tools=["umi_edge.tools.demo:TOOLS", TIME, git],
+                   caller={"temperature": 1.0, "seed": 11}) as real:
+        roles = {"planner": FakeEngine([" I call a tool.\n Next: caller."] * steps, name="planner"),
+                 "caller": real.roles["caller"], "summarizer": FakeEngine(["done"], name="summarizer")}
+        with Team(roles, real.tools) as team:
+            events = list(team.run("What time is it in Tokyo, and what changed in the repository?",
+                                   max_steps=steps))
+    calls = [e for e in events if e.kind == "call"]
+    observations = [e for e in events if e.kind == "observation"]
+    print("\n" + "\n".join(f"{c.tool} {c.arguments} -> {o.error or 'ok'}" for c, o in zip(calls, observations)))
+    assert len(calls) == steps == len(observations)
+    assert all(c.tool in real.tools for c in calls)
+    assert not [o for o in observations if o.error in ("unknown_tool", "bad_arguments")]

@@ -342,8 +342,9 @@ class McpSource:
             if isinstance(root, FileNotFoundError) and self.server.command:
                 raise ToolError(f"{what}: command {self.server.command!r} not found; give a full path or install "
                                 "it") from None
-            raise ToolError(f"{what} failed to start: {_describe(root)}"
-                            f"{self._stderr.last() if self._stderr else ''}") from None
+            if self.server.url is not None:
+                raise ToolError(f"{what} cannot be reached: {_describe(root)}") from None
+            raise ToolError(f"{what} failed to start: {_describe(root)}{self._stderr.last()}") from None
         return tools
 
     def _tools(self, listing: list) -> list[McpTool]:
