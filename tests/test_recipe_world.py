@@ -251,3 +251,16 @@ def test_world_caller_targets_pass_their_own_runtime_grammar(data, smollm2_gguf)
             finally:
                 L.llama_sampler_free(g)
     assert not rejected, rejected[:3]
+
+
+@pytest.mark.slow
+def test_the_config_data_is_the_trained_runs_data(tmp_path):
+    """config.toml's data (1,400 episodes, seed 0, demo share 0.2) is byte for byte what the world-1 run
+    trained on (recipes/glpft/README.md): a generator change that alters it needs a new run."""
+    import hashlib
+    import tomllib
+
+    cfg = tomllib.loads((RECIPE / "config.toml").read_text(encoding="utf-8"))["data"]
+    generate.write(generate.build(cfg["episodes"], cfg["seed"], cfg["demo_share"]), tmp_path)
+    digest = hashlib.sha256((tmp_path / "train_planner.json").read_bytes()).hexdigest()
+    assert digest == "b8cdc11590417b1feb59867dc5e420d771913c84b298e5f51db0e6a6c88cd16b"
