@@ -392,3 +392,35 @@ def test_widen_nests_shuffles_and_complains_when_the_pool_is_short():
         widen(base, pool, 11, "t1")
     assert [c.name for c in configs([32, 8, 100], 8)] == ["all 8", "top 8 of 100", "all 100", "top 8 of 32", "all 32"]
     assert [c.name for c in configs([20, 10], 4)] == ["all 10", "top 4 of 20", "all 20", "top 4 of 10"]
+
+
+def test_run_config_reports_tokens_recall_and_matches_the_first_prompt_measure():
+    from umi_edge.eval import tasks as etasks
+    from umi_edge.eval.retrieval import Config, compare, first_prompt_tokens, run_config, widen
+
+    task_list = [
+        etasks.parse_task({"id": "pop", "query": "What is the population of France?",
+                           "check": {"answer_number": 68200000, "calls": [{"tool": "country_info"}]}}, "t:1"),
+        etasks.parse_task({"id": "pizza", "query": "Order a pizza to my house.", "expect": "give_up"}, "t:2"),
+    ]
+    toolsets = [widen(etasks.resolve_tools(t), DISTRACTORS, 12, t.id) for t in task_list]
+    roles = fake_roles(
+        planner=["I look up France with country_info.\n Next: caller.", "Done.\n Next: conclusion.",
+                 "No tool can order food.\n Next: give up."],
+        caller=['Action: country_info\nAction Input: {"country": "France"}'],
+        summarizer=["France has 68200000 people."],
+    )
+    team = Team(roles, DEMO)
+    report = run_config(team, task_list, toolsets, Config(12, 3), {})
+    assert (report["config"], report["n_tools"], report["top_k"]) == ("top 3 of 12", 12, 3)
+    assert report["success_rate"] == 1.0 and report["offered_recall"] == 1.0
+    prompts = roles["planner"].prompt_ids
+    assert report["planner_prompt_per_task"] == sum(len(p) for p in prompts) / 2
+    assert first_prompt_tokens(team, task_list[:1], toolsets[:1], Config(12, 3)) == len(prompts[0])
+    everything = first_prompt_tokens(team, task_list[:1], toolsets[:1], Config(12))
+    assert everything > len(prompts[0])
+    rows = compare([{**report, "config": "all 8", "top_k": 0, "n_tools": 8}, report],
+                   {"top 3 of 12": len(prompts[0]), "all 12": everything})
+    assert rows == [{"config": "top 3 of 12", "success_points_vs": "all 8", "success_points": 0.0,
+                     "prompt_ratio_vs": "all 12", "planner_prompt_ratio": None,
+                     "first_prompt_ratio": everything / len(prompts[0])}]

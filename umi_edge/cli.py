@@ -764,6 +764,13 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
         click.echo(f"{name:<{width}}  {_tasks_line(report)}")
 
 
+def _retrieval_progress(config, done, total, r):
+    """One line per task of `eval retrieval` on stderr (module level: worker processes print it too)."""
+    click.echo(f"{config.name} [{done}/{total}] {'ok  ' if r.success else 'FAIL'} {r.id}: {r.status}, "
+               f"{r.steps} steps, {r.seconds:.1f} s, planner prompt {r.tokens.get('planner', {}).get('prompt', 0)} tok"
+               + (f" — {r.failure}" if r.failure else ""), err=True)
+
+
 @eval_group.command("retrieval")
 @click.argument("tasks_path", metavar="TASKS", type=click.Path())
 @_eval_team_options
@@ -774,20 +781,24 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
               help="Tool-set sizes, comma-separated: each task's tools plus distractors up to each size.")
 @click.option("--tool-top-k", "k", type=click.IntRange(min=1), default=8, show_default=True,
               help="Retrieval's k: sizes above it also run with only the top k offered.")
+@click.option("--all-max", type=click.IntRange(min=1), default=None,
+              help="Run the all-tools configuration only for sizes up to this (long prompts are slow to prefill); "
+                   "larger ones still get their first planner prompt measured.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run up to N configurations at once, each in its own process.")
 @click.option("--embeddings", is_flag=True,
               help="Also measure recall@k ranked by the base model's own embeddings (mean-pooled).")
-@click.option("--recall-only", is_flag=True, help="Measure recall@k only; run no task.")
+@click.option("--recall-only", is_flag=True, help="Measure recall@k and prompt sizes only; run no task.")
 @click.pass_context
 def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads, temperature, seed, as_json,
-                       pool_ref, offered, k, embeddings, recall_only):
+                       pool_ref, offered, k, all_max, jobs, embeddings, recall_only):
     """Tool retrieval, measured: TASKS (a file, or a bundled suite such as `heldout`) with distractors up to
     each --offered size, every size with all tools offered and every size above k with the top k, side by
     side in one run: success, planner prompt tokens and their ratios, and recall@k against each query."""
     from importlib import resources
     from pathlib import Path
 
-    from .eval import retrieval, tasks as etasks
-    from .tools import load_tools
+    from .eval import retrieval
 
     path = Path(tasks_path)
     bundled = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
@@ -799,28 +810,11 @@ def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, thr
         raise click.BadParameter(f"{offered!r} is not a comma-separated list of sizes", param_hint="--offered")
     if not sizes or min(sizes) < 1:
         raise click.BadParameter("sizes must be positive", param_hint="--offered")
-    task_list = etasks.load_tasks(path, limit=limit)
-    pool = load_tools(pool_ref)
-
-    def progress(config, done, total, r):
-        click.echo(f"{config.name} [{done}/{total}] {'ok  ' if r.success else 'FAIL'} {r.id}: {r.status}, "
-                   f"{r.steps} steps, {r.seconds:.1f} s, planner prompt {r.tokens.get('planner', {}).get('prompt', 0)} tok"
-                   + (f" — {r.failure}" if r.failure else ""), err=True)
-
-    team = embed = None
-    try:
-        if not recall_only or embeddings:
-            overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
-            team = _eval_load_team(ctx, set_name, models_path, overrides)
-        if embeddings:
-            embed = retrieval.llama_embedder(next(iter(team.paths.values())), threads=threads)
-        report = retrieval.evaluate(team, task_list, pool, sizes, k, embed=embed, run=not recall_only,
-                                    progress=progress)
-    finally:
-        if embed is not None:
-            embed.close()
-        if team is not None:
-            team.close()
+    overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed)
+    team = retrieval.TeamSpec(set_name, models_path, tuple(overrides.items()),
+                              bool(ctx.find_root().params.get("verbose")))
+    report = retrieval.evaluate(team, path, pool_ref, sizes, k, limit=limit, embeddings=embeddings,
+                                run=not recall_only, all_max=all_max, jobs=jobs, progress=_retrieval_progress)
     report["tasks"] = str(path)
     report["distractors"] = pool_ref
     if as_json:

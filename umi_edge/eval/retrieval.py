@@ -142,44 +142,125 @@ def run_config(team, task_list, toolsets, config: Config, gold, progress=None) -
     return report
 
 
-def evaluate(team, task_list: list[etasks.Task], pool: ToolSet, sizes: Sequence[int], k: int, *,
-             embed: Callable[[list[str]], Any] | None = None, run: bool = True,
-             progress=None) -> dict[str, Any]:
-    """Recall@k of every ranker for every size larger than k, then (with `run`) every configuration's run."""
+@dataclass(frozen=True)
+class TeamSpec:
+    """How to load the team under test (picklable, so that worker processes load their own)."""
+
+    set_name: str | None = None
+    models: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+    verbose: bool = False
+
+    def load(self):
+        from ..team import Team
+
+        return Team.load(self.set_name, models=self.models, verbose=self.verbose,
+                         **{k: v for k, v in self.overrides if v is not None})
+
+
+def first_prompt_tokens(team, task_list, toolsets, config: Config) -> float:
+    """Mean tokens of the first planner prompt (the backbone's for a single-model set) under `config`:
+    rendered and tokenized exactly as the loop does, without running the model."""
+    from ..protocol import Turn
+    from ..tools.retrieval import ToolRetriever
+
+    proto = team.protocol
+    role = "planner" if "planner" in team.roles else "backbone"
+    engine = team.roles[role]
+    total = 0
+    for task, tools in zip(task_list, toolsets):
+        docs = ToolRetriever(tools, config.top_k).offer(task.query).tools.docs(proto.doc_chars)
+        history = [Turn("user", task.query)]
+        prompt = proto.planner_prompt(docs, history) if role == "planner" else proto.prompt(docs, history)
+        total += len(proto.encode(prompt, engine.tokenize, engine.bos_id, engine.eos_id))
+    return total / len(task_list)
+
+
+def _inputs(task_path, limit, pool_ref, sizes):
+    from ..tools import load_tools
+
+    task_list = etasks.load_tasks(task_path, limit=limit)
+    pool = load_tools(pool_ref)
     base_sets = [etasks.resolve_tools(t) for t in task_list]
-    gold = bundled_gold()
     by_size = {n: [widen(ts, pool, n, t.id) for t, ts in zip(task_list, base_sets)] for n in sorted(set(sizes))}
-    rankers: dict[str, Callable[[ToolSet], Any]] = {"bm25": BM25Ranker}
-    if embed is not None:
-        rankers["embedding"] = lambda tools: EmbeddingRanker(tools, embed)
-    recall = {name: {str(n): recall_at_k(task_list, sets, k, make, gold) for n, sets in by_size.items() if n > k}
-              for name, make in rankers.items()}
-    out: dict[str, Any] = {"k": k, "sizes": sorted(set(sizes)), "n_tasks": len(task_list), "recall": recall,
-                           "configs": []}
-    if run:
-        for config in configs(sizes, k):
-            out["configs"].append(run_config(team, task_list, by_size[config.n_tools], config, gold, progress))
-        out["compare"] = compare(out["configs"], k)
+    return task_list, by_size
+
+
+def _unit(team_spec: TeamSpec, task_path, limit, pool_ref, config: Config, progress) -> dict[str, Any]:
+    """One configuration's run in a worker process (rebuilds the same task sets: the draws are deterministic)."""
+    task_list, by_size = _inputs(task_path, limit, pool_ref, [config.n_tools])
+    team = team_spec.load()
+    with team:
+        return run_config(team, task_list, by_size[config.n_tools], config, bundled_gold(), progress)
+
+
+def evaluate(team_spec: TeamSpec, task_path, pool_ref: str, sizes: Sequence[int], k: int, *, limit: int | None = None,
+             embeddings: bool = False, run: bool = True, all_max: int | None = None, jobs: int = 1,
+             progress=None) -> dict[str, Any]:
+    """Recall@k (BM25, and the base model's embeddings with `embeddings`) for every size larger than k, every
+    configuration's first planner prompt size, then (with `run`) the configurations' runs: all of them, except
+    all-tools runs of sizes above `all_max` (a long prompt is slow to prefill; its size is still reported).
+    `jobs` > 1 runs configurations in that many worker processes at once. `progress(config, done, total, r)`
+    must be picklable (a module-level function) when jobs > 1."""
+    task_list, by_size = _inputs(task_path, limit, pool_ref, sizes)
+    gold = bundled_gold()
+    plan = configs(sizes, k)
+    to_run = [c for c in plan if c.top_k or all_max is None or c.n_tools <= all_max] if run else []
+    out: dict[str, Any] = {"k": k, "sizes": sorted(set(sizes)), "n_tasks": len(task_list), "recall": {},
+                           "first_prompt_tokens": {}, "configs": []}
+    with team_spec.load() as team:
+        rankers: dict[str, Callable[[ToolSet], Any]] = {"bm25": BM25Ranker}
+        embed = llama_embedder(next(iter(team.paths.values()))) if embeddings else None
+        try:
+            if embed is not None:
+                rankers["embedding"] = lambda tools: EmbeddingRanker(tools, embed)
+            for name, make in rankers.items():
+                out["recall"][name] = {str(n): recall_at_k(task_list, sets, k, make, gold)
+                                       for n, sets in by_size.items() if n > k}
+        finally:
+            if embed is not None:
+                embed.close()
+        for c in plan:
+            out["first_prompt_tokens"][c.name] = first_prompt_tokens(team, task_list, by_size[c.n_tools], c)
+        if jobs == 1:
+            out["configs"] = [run_config(team, task_list, by_size[c.n_tools], c, gold, progress) for c in to_run]
+    if jobs > 1 and to_run:
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        from ..proc import exit_with_parent
+
+        with ProcessPoolExecutor(min(jobs, len(to_run)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as workers:
+            n = len(to_run)
+            out["configs"] = list(workers.map(_unit, [team_spec] * n, [str(task_path)] * n, [limit] * n,
+                                              [pool_ref] * n, to_run, [progress] * n))
+    out["compare"] = compare(out["configs"], out["first_prompt_tokens"])
     return out
 
 
-def compare(reports: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """For each top-k configuration: its success against the smallest all-tools run (points) and its planner
-    prompt tokens against the all-tools run of the same size (how many times fewer)."""
+def compare(reports: list[dict[str, Any]], first_prompt: dict[str, float]) -> list[dict[str, Any]]:
+    """For each top-k configuration: its success against the smallest all-tools run (points), and how many
+    times fewer planner prompt tokens it has than the all-tools configuration of the same size: per task in
+    the runs (when both ran) and in the first planner prompt (always)."""
     by_name = {r["config"]: r for r in reports}
     smallest = min((r for r in reports if not r["top_k"]), key=lambda r: r["n_tools"], default=None)
     rows = []
     for r in reports:
         if not r["top_k"]:
             continue
-        full = by_name.get(f"all {r['n_tools']}")
+        full_name = f"all {r['n_tools']}"
+        full = by_name.get(full_name)
         rows.append({
             "config": r["config"],
             "success_points_vs": smallest and smallest["config"],
             "success_points": None if smallest is None else 100 * (r["success_rate"] - smallest["success_rate"]),
-            "prompt_ratio_vs": full and full["config"],
+            "prompt_ratio_vs": full_name,
             "planner_prompt_ratio": (full["planner_prompt_per_task"] / r["planner_prompt_per_task"]
                                      if full and r["planner_prompt_per_task"] else None),
+            "first_prompt_ratio": (first_prompt[full_name] / first_prompt[r["config"]]
+                                   if first_prompt.get(full_name) and first_prompt.get(r["config"]) else None),
         })
     return rows
 
@@ -206,22 +287,27 @@ def llama_embedder(model_path: str, *, n_ctx: int = 512, threads: int | None = N
 def render(report: dict[str, Any]) -> list[str]:
     """The report as a table: one row per configuration, then the top-k rows' ratios and recall@k."""
     k = report["k"]
-    lines = []
-    if report["configs"]:
-        lines.append(f"{'tools offered':<16} {'success':>8} {'give-up':>8} {'halluc.':>8} {'steps':>6} "
-                     f"{'planner prompt tok/task':>24} {'ctx cuts':>8} {'needed tool offered':>20}")
-        for r in report["configs"]:
-            rec = "-" if r["offered_recall"] is None or not r["top_k"] else f"{100 * r['offered_recall']:.1f}%"
-            lines.append(f"{r['config']:<16} {100 * r['success_rate']:>7.1f}% {100 * r['give_up_rate']:>7.1f}% "
-                         f"{r['hallucinated_calls']:>8} {r['mean_steps']:>6.2f} {r['planner_prompt_per_task']:>24.0f} "
-                         f"{r['context_truncations']:>8} {rec:>20}")
-        for c in report.get("compare", []):
-            parts = [c["config"] + ":"]
-            if c["success_points"] is not None:
-                parts.append(f"success {c['success_points']:+.1f} points vs {c['success_points_vs']}")
-            if c["planner_prompt_ratio"] is not None:
-                parts.append(f"planner prompt tokens ÷{c['planner_prompt_ratio']:.2f} vs {c['prompt_ratio_vs']}")
-            lines.append("  ".join(parts))
+    ran = {r["config"]: r for r in report["configs"]}
+    lines = [f"{'tools offered':<16} {'success':>8} {'give-up':>8} {'halluc.':>8} {'steps':>6} "
+             f"{'planner prompt tok/task':>24} {'1st planner prompt':>19} {'ctx cuts':>8} {'needed tool offered':>20}"]
+    for name, first in report["first_prompt_tokens"].items():
+        r = ran.get(name)
+        if r is None:
+            lines.append(f"{name:<16} {'(not run)':>8} {'':>8} {'':>8} {'':>6} {'':>24} {first:>19.0f}")
+            continue
+        rec = "-" if r["offered_recall"] is None or not r["top_k"] else f"{100 * r['offered_recall']:.1f}%"
+        lines.append(f"{name:<16} {100 * r['success_rate']:>7.1f}% {100 * r['give_up_rate']:>7.1f}% "
+                     f"{r['hallucinated_calls']:>8} {r['mean_steps']:>6.2f} {r['planner_prompt_per_task']:>24.0f} "
+                     f"{first:>19.0f} {r['context_truncations']:>8} {rec:>20}")
+    for c in report.get("compare", []):
+        parts = [c["config"] + ":"]
+        if c["success_points"] is not None:
+            parts.append(f"success {c['success_points']:+.1f} points vs {c['success_points_vs']};")
+        if c["planner_prompt_ratio"] is not None:
+            parts.append(f"planner prompt tokens per task ÷{c['planner_prompt_ratio']:.2f} vs {c['prompt_ratio_vs']};")
+        if c["first_prompt_ratio"] is not None:
+            parts.append(f"first planner prompt ÷{c['first_prompt_ratio']:.2f} vs {c['prompt_ratio_vs']}")
+        lines.append(" ".join(parts))
     for ranker, by_size in report["recall"].items():
         cells = [f"{n} tools {100 * r['recall']:.1f}% of {r['pairs']}" for n, r in by_size.items()
                  if r["recall"] is not None]
