@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Usage
-from ..protocol.grammar import CALLER_PREFIX, INPUT_SEPARATOR
+from ..protocol.grammar import CALLER_PREFIX, INPUT_SEPARATOR, ROUTE_MARKERS
 from ..tools import parse_arguments
 from .errors import ApiError
 from .worker import Closed
@@ -117,7 +117,7 @@ class ChatRun:
         elif e.kind == "answer":
             out += self._content(self._answer.finish(e.text))
         elif e.kind == "give_up":
-            out += self._content(self._answer.finish(f"I could not answer this: {e.text}"))
+            out += self._content(self._answer.finish(f"I could not answer this: {_without_marker(e.text)}"))
         elif e.kind == "outcome":
             self.outcome = e
             if e.status == "max_steps":
@@ -235,6 +235,14 @@ class ChatRun:
             out += self._send_plan() + self._send_head(name)
         args = self._caller_raw[i + len(sep):]
         return out + self._delta_args(self._args.push(args[len(self._args.raw):]))
+
+
+def _without_marker(plan: str) -> str:
+    """A plan's text for people: without its trailing route marker."""
+    for marker in ROUTE_MARKERS:
+        if plan.endswith(marker):
+            return plan[:-len(marker)].rstrip()
+    return plan
 
 
 def client_can_run(tools) -> Any:
