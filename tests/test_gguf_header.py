@@ -243,3 +243,40 @@ def test_truncated_model_message_names_the_real_cause(tmp_path):
     with LlamaBackend() as be, pytest.raises(ModelError) as e:
         be.load_model(cut)
     assert "data is not within the file bounds" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("key, value, why", [
+    ("llama.block_count", 0, "llama.block_count is 0; llama.cpp runs 1 to 512 layers"),
+    ("llama.block_count", 513, "llama.block_count is 513; llama.cpp runs 1 to 512 layers"),
+    ("llama.attention.layer_norm_rms_epsilon", -1.0, "layer_norm_rms_epsilon is -1.0, not a finite number >= 0"),
+    ("llama.attention.layer_norm_rms_epsilon", float("nan"), "layer_norm_rms_epsilon is nan"),
+])
+def test_hyperparameters_llama_cpp_would_abort_on(tmp_path, key, value, why):
+    """Found by fuzzing the run path: llama.cpp GGML_ASSERTs (the process aborts) on these instead of refusing
+    the file. The header check refuses them first."""
+    from tiny_gguf import write_llama_gguf
+
+    from umi_edge.engine import gguf_header as gh
+    from umi_edge.engine.llama import LlamaBackend
+
+    good = tmp_path / "good.gguf"
+    write_llama_gguf(good, ["<s>", "</s>", "a", "b", "ab"], ["a b"], n_embd=16, n_layer=1, n_head=2, n_head_kv=2,
+                     n_ff=32, n_ctx=64, seed=0, scale=0.1, embd_scale=1.0, out_scale=0.1)
+    assert gh.model_header(good) == {"general.architecture": "llama"}
+    data = bytearray(good.read_bytes())
+    where = {}
+    read_value = gh._Cursor.value
+
+    def traced(self, vtype, what, depth=0):
+        where[what.strip("'")] = (self.pos, vtype)
+        return read_value(self, vtype, what, depth)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gh._Cursor, "value", traced)
+        read_header(good)
+    pos, vtype = where[key]
+    fmt = gh.SCALAR[vtype]
+    data[pos:pos + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    bad = write(tmp_path / "bad.gguf", bytes(data))
+    with LlamaBackend() as be, pytest.raises(ModelError, match=re.escape(why)):
+        be.load_model(bad)

@@ -3,6 +3,7 @@ the file size before it is trusted, so a crafted or damaged file is one ModelErr
 allocation or a traceback. Pure Python (struct over an mmap): no llama.cpp, gguf or numpy import."""
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import stat
@@ -279,3 +280,28 @@ def _tensor_infos(c: _Cursor, n_tensors: int) -> tuple[TensorInfo, ...]:
 def gguf_header(path: Path, wanted: tuple[str, ...] = ("general.type", "general.architecture")) -> dict:
     """The values of the `wanted` keys present in GGUF `path` (read up to the last of them)."""
     return read_header(path, wanted).fields
+
+
+# hyperparameters llama.cpp asserts on (GGML_ASSERT aborts the process) instead of refusing the file
+LLAMA_MAX_LAYERS = 512
+_ASSERTED = (".block_count", ".attention.layer_norm_rms_epsilon", ".attention.layer_norm_epsilon")
+
+
+def model_header(path: Path) -> dict:
+    """general.type and general.architecture of GGUF `path`, after checking the hyperparameters a crafted
+    file could abort llama.cpp with (found by fuzzing): block_count outside 1-512, a negative or non-finite
+    norm epsilon. Reads the whole key/value section."""
+    head = read_header(path, lambda k: k in ("general.type", "general.architecture") or k.endswith(_ASSERTED))
+    f = head.fields
+    arch = f.get("general.architecture")
+    if isinstance(arch, str):
+        n = f.get(f"{arch}.block_count")
+        if isinstance(n, int) and not 1 <= n <= LLAMA_MAX_LAYERS:
+            raise ModelError(f"{path}: {arch}.block_count is {n}; llama.cpp runs 1 to {LLAMA_MAX_LAYERS} layers: "
+                             "the file is corrupt; download or convert it again")
+        for key in (f"{arch}{k}" for k in _ASSERTED[1:]):
+            eps = f.get(key)
+            if isinstance(eps, float) and not 0 <= eps < math.inf:
+                raise ModelError(f"{path}: {key} is {eps}, not a finite number >= 0: the file is corrupt; "
+                                 "download or convert it again")
+    return {k: f[k] for k in ("general.type", "general.architecture") if k in f}

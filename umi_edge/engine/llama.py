@@ -33,6 +33,7 @@ _native.preload()   # before numpy (via .forced / .sampling): see _native.preloa
 
 from .base import Generation, Sampling, TokenCallback  # noqa: E402
 from .forced import ForcedText  # noqa: E402
+from .gguf_header import model_header  # noqa: E402
 from .kv import check_context, model_shape  # noqa: E402
 from .sampling import RoleSampler  # noqa: E402
 
@@ -533,7 +534,7 @@ class LlamaBackend:
                 log.warning("%s is already loaded with n_gpu_layers=%d; keeping that (asked for %d)",
                             p, model.n_gpu_layers, n_gpu_layers)
             return model
-        head = _native.gguf_header(p)
+        head = model_header(p)
         if head.get("general.type") == "adapter":
             raise ModelError(f"{p} is a LoRA adapter GGUF, not a model: give it as the role's adapter and "
                              f"its base model as the model")
