@@ -28,6 +28,7 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
+from ..errors import ToolError
 from .observation import describe, fault, outcome
 
 ISOLATIONS = ("auto", "thread", "process")
@@ -153,6 +154,14 @@ class _Worker:
         return code
 
 
+def _start() -> _Worker:
+    try:
+        return _Worker()
+    except OSError as e:   # no interpreter to run (an embedded Python), no pipes or processes left
+        raise ToolError(f"cannot start a tool worker process ({describe(e)}); "
+                        f"set tool_isolation = \"thread\"") from None
+
+
 def _worker_env() -> dict[str, str]:
     """Our environment, with our import path: the worker imports the tool modules we import."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
@@ -172,7 +181,7 @@ class WorkerPool:
             if self._idle:
                 return self._idle.pop()
             self.started += 1
-        return _Worker()
+        return _start()
 
     def _give(self, worker: _Worker) -> None:
         with self._lock:
@@ -188,7 +197,7 @@ class WorkerPool:
             if self._idle:
                 return
             self.started += 1
-        self._give(_Worker())
+        self._give(_start())
 
     def run(self, name: str, where: Where, args: dict, limit: float,
             cancel: threading.Event | None) -> tuple[str, str | None]:
