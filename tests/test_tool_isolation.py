@@ -188,7 +188,8 @@ def test_odd_return_values_are_faults_or_plain_text():
     assert r.ok and type(r.text) is str and r.text == "x" * 2000      # a plain str the loop can cut
     r = ts.call("weird", "{}")
     assert r.error == "not_json" and "no items" in r.text
-    assert json.loads(ts.call("raise_bad", "{}").text)["error"] == "raise_bad raised BadStr (its message cannot be printed)"
+    assert json.loads(ts.call("raise_bad", "{}").text)["error"] == \
+        "raise_bad raised BadStr (its message cannot be printed)"
 
 
 REMOTE = {"type": "object", "properties": {"x": {"$ref": "https://example.com/schema.json"}}}

@@ -64,8 +64,10 @@ def test_soak_hanging_tool(isolation):
         it.RELEASE.set()
     print(f"\n{isolation}: {TASKS} tasks after {WARMUP} warm-up; faults {sorted(set(errors))}; "
           f"python threads {base['threads']} -> {after['threads']}, OS threads {base['os_threads']} -> "
-          f"{after['os_threads']} (hung tool threads {after['hung']}), child processes {base['children']} -> {after['children']}, "
-          f"RSS {base['rss']:.1f} -> {after['rss']:.1f} MB, workers started {after['workers'] - base['workers']}")
+          f"{after['os_threads']} (hung tool threads {after['hung']}), "
+          f"child processes {base['children']} -> {after['children']}, "
+          f"RSS {base['rss']:.1f} -> {after['rss']:.1f} MB, "
+          f"workers started {after['workers'] - base['workers']}")
     if isolation == "process":
         assert set(errors) == {"timeout"}
         assert after["workers"] - base["workers"] == TASKS           # one killed and replaced per hung call

@@ -28,4 +28,5 @@ def get_protocol(name: str = DEFAULT, **options) -> Any:
         raise ConfigError(f"protocol {name!r}: bad option ({e})") from None
 
 
-__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "Backbone", "CallParse", "Prompt", "Route", "Segment", "Turn", "get_protocol"]
+__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "Backbone", "CallParse", "Prompt", "Route",
+           "Segment", "Turn", "get_protocol"]
