@@ -66,6 +66,11 @@ class TensorRef:
         last = self.storage_offset + sum((d - 1) * s for d, s in zip(self.shape, strides)) if numel else -1
         if last >= self.storage_numel:
             raise ConvertError(f"{self.path}: tensor {self.name!r} lies outside its storage; re-save the checkpoint")
+        if numel > self.storage_numel:
+            # only overlapping views (stride 0, expand) get here: a few stored bytes must not expand into an
+            # arbitrarily large output
+            raise ConvertError(f"{self.path}: tensor {self.name!r} is an overlapping view with more elements than "
+                               f"its storage; re-save it contiguous")
         end = self.offset + self.storage_numel * itemsize
         size = self.path.stat().st_size if file_size is None else file_size
         if end > size:

@@ -91,11 +91,13 @@ STORAGE = {"0": f32([1, 2, 3, 4])}
     (0, (1, 2), (1 << 62, 1)),   # a stride whose byte size overflows 64 bits (size-1 dim)
     (0, (-1, -4), (4, 1)),       # negative sizes
     (0, (1 << 62, 0), (1, 1)),   # empty, but numpy cannot make the shape (its sizes overflow)
+    (0, ((1 << 31) - 1,), (0,)),  # a 4-byte storage broadcast to 8 GiB (found by the fuzzer)
 ])
 def test_bin_view_outside_storage_is_refused(tmp_path, offset, size, stride):
     p = write_torch_zip(tmp_path / "m.bin", state_dict_pickle({"w": ("FloatStorage", "0", 4, offset, size, stride)}),
                         STORAGE)
-    _refused(_read_bin, p, match=r"m\.bin: tensor 'w' (has a negative or out-of-range|lies outside its storage|is too)")
+    _refused(_read_bin, p, match=r"m\.bin: tensor 'w' (has a negative or out-of-range|lies outside its storage|is too"
+                                 r"|is an overlapping view)")
 
 
 def test_bin_valid_views_still_read(tmp_path):
@@ -103,12 +105,12 @@ def test_bin_valid_views_still_read(tmp_path):
         "a": ("FloatStorage", "0", 4, 0, (4,), (1,)),
         "t": ("FloatStorage", "0", 4, 0, (2, 2), (1, 2)),      # transposed view
         "tail": ("FloatStorage", "0", 4, 3, (1,), (1,)),       # last element
-        "bcast": ("FloatStorage", "0", 4, 2, (3,), (0,)),      # zero stride
+        "bcast": ("FloatStorage", "0", 4, 2, (2,), (0,)),      # zero stride, within the storage's size
         "empty": ("FloatStorage", "0", 4, 9, (1 << 40, 0), (1, 1)),  # empty: no element, so any offset
     }), STORAGE)
     got = _read_bin(p)
     assert got["a"].tolist() == [1, 2, 3, 4] and got["t"].tolist() == [[1, 3], [2, 4]]
-    assert got["tail"].tolist() == [4] and got["bcast"].tolist() == [3, 3, 3] and got["empty"].shape == (1 << 40, 0)
+    assert got["tail"].tolist() == [4] and got["bcast"].tolist() == [3, 3] and got["empty"].shape == (1 << 40, 0)
 
 
 def test_cli_negative_storage_offset_in_real_checkpoint(tiny_model, tmp_path):
