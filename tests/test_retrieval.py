@@ -424,3 +424,29 @@ def test_run_config_reports_tokens_recall_and_matches_the_first_prompt_measure()
     assert rows == [{"config": "top 3 of 12", "success_points_vs": "all 8", "success_points": 0.0,
                      "prompt_ratio_vs": "all 12", "planner_prompt_ratio": None,
                      "first_prompt_ratio": everything / len(prompts[0])}]
+
+
+@pytest.mark.parametrize("query, family", [
+    ("How many units of A-1042 are in stock in the main warehouse?", "inventory"),
+    ("What's the exchange rate from EUR to USD?", "fx_rates"),
+    ("Which gate does flight LH 454 leave from?", "flights"),
+    ("What is the office of employee Ann Lee?", "hr_directory"),
+    ("Is room R-12 free tomorrow?", "meeting_rooms"),
+])
+def test_bm25_finds_the_family_among_the_generated_tool_world(query, family):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "glpft"
+    if not (recipe / "toolworld.py").is_file():
+        pytest.skip("recipes/glpft/toolworld.py is not in this checkout")
+    import sys
+
+    sys.path.insert(0, str(recipe))
+    try:
+        import toolworld
+    finally:
+        sys.path.remove(str(recipe))
+    offer = ToolRetriever(toolworld.TOOLS, 8).offer(query)      # 321 tools over 40 families
+    assert offer.total == len(toolworld.TOOLS) > 300
+    best = offer.names[offer.scores.index(max(offer.scores))]
+    assert toolworld.family_of(best) == family, (best, offer.names)
