@@ -233,7 +233,8 @@ def test_without_top_k_or_with_a_small_set_nothing_changes():
 def test_caller_is_reranked_with_the_plan_and_its_grammar_admits_only_its_offer():
     query = "What is 15% of 2,480 plus the population of France?"
     roles = fake_roles(
-        planner=["Plan: 1. look up France with country_info; 2. compute with the calculator. Step 1 of 2.\n Next: caller.",
+        planner=["Plan: 1. look up France with country_info; 2. compute with the calculator. Step 1 of 2.\n"
+                 " Next: caller.",
                  "Step 2 of 2: I compute 0.15 * 2480 + 68200000 with the calculator.\n Next: caller.",
                  "Done.\n Next: conclusion."],
         caller=['Action: country_info\nAction Input: {"country": "France"}',

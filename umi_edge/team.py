@@ -156,7 +156,8 @@ class Team:
         try:
             self._cancel = cancel
             yield from run_team(query, self.roles, toolset, protocol=self.protocol, limits=limits,
-                                constrained=self.constrained, tool_top_k=self.tool_top_k, cancel=cancel, on_token=on_token,
+                                constrained=self.constrained, tool_top_k=self.tool_top_k, cancel=cancel,
+                                on_token=on_token,
                                 history=history, choice=choice)
         finally:
             self._cancel = None
