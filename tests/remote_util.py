@@ -90,10 +90,11 @@ def llama_cpp_python_server(gguf: Path, log: Path, *, n_ctx: int = 2048) -> Serv
 
 def llama_server(binary: Path, gguf: Path, log: Path, *, n_ctx: int = 2048, parallel: int = 1,
                  threads: int = 1) -> ServerProcess:
-    """llama.cpp's llama-server; `n_ctx` is per slot (the total is n_ctx × parallel)."""
+    """llama.cpp's llama-server; `n_ctx` is per slot (the total is n_ctx × parallel). Flash attention off and
+    64-token micro-batches, as the local engine computes, so greedy outputs can be compared bit for bit."""
     return ServerProcess([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", "PORT",
                           "-c", str(n_ctx * parallel), "-np", str(parallel), "-t", str(threads), "-tb", str(threads),
-                          "--no-webui"], log)
+                          "-fa", "off", "-ub", "64", "--no-webui"], log)
 
 
 class CannedServer:

@@ -60,7 +60,7 @@ class LocalServer:
             self.kind = "llama.cpp"
             self.argv = [llama_server, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
                          "-c", str(n_ctx * slots), "-np", str(slots), "-t", str(threads), "-tb", str(threads),
-                         "--no-webui"]
+                         "-fa", "off", "-ub", "64", "--no-webui"]   # as the local engine computes
         else:
             self.kind = "llama-cpp-python"
             self.argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
