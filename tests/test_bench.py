@@ -14,8 +14,9 @@ from umi_edge.cli import cli
 from tiny_gguf import write_llama_gguf, write_tiny_lora
 
 REQUIRED = ("memory.team_vs_single", "memory.team_vs_separate", "prefill.ratio", "decode.ratio_vs_llama_cpp_python",
-            "decode.ratio_vs_bandwidth_limit", "constrained.ratio", "cold_start.seconds")
-SECTIONS = ("machine", "memory", "prefill", "decode", "constrained", "cold_start")
+            "decode.ratio_vs_bandwidth_limit", "constrained.ratio", "cold_start.seconds", "warm_start.warm_seconds",
+            "warm_start.cold_seconds")
+SECTIONS = ("machine", "memory", "prefill", "decode", "constrained", "cold_start", "warm_start")
 
 
 def make_tiny_gguf(path: Path, vocab_gguf: Path, *, n_embd: int = 64, n_layer: int = 2, seed: int = 0) -> Path:
@@ -74,6 +75,9 @@ def test_bench_tiny_json(tiny_set):
     assert all(s["evaluated_without_reuse"] == s["prompt"] for s in steps)
     assert report["prefill"]["evaluated_with_reuse"] < report["prefill"]["evaluated_without_reuse"]
     assert report["constrained"]["constrained_text"].startswith("Action: ")
+    # warm start: the priming run saved the tool-doc head, every warm run restored it
+    assert report["warm_start"]["primed"] and report["warm_start"]["prefix_tokens"] > 200
+    assert report["warm_start"]["warm_runs_restored"] == 1
     assert "stderr" not in r.stdout and r.stderr.count("bench:") >= 6    # progress on stderr only
 
 

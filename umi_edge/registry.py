@@ -95,6 +95,7 @@ class SetSpec:
     tool_isolation: str = "auto"  # where calls run: auto / thread / process (tools/isolation.py)
     constrained: bool = True      # grammar-constrained caller and route completion
     tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
+    prefix_cache: bool = True     # save / load the KV of the first prompt's fixed head (tool docs) on disk (warm.py)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Registry:
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
 _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name not in ("role", "remote")) + ("engine",) + REMOTE_KEYS
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
-             "tool_top_k", "tool_isolation")
+             "tool_top_k", "tool_isolation", "prefix_cache")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
@@ -134,7 +135,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "n_gpu_layers": (int,), "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float),
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str, list), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
-    "constrained": (bool,), "tool_top_k": (int,), "tool_isolation": (str,),
+    "constrained": (bool,), "tool_top_k": (int,), "tool_isolation": (str,), "prefix_cache": (bool,),
 }
 
 

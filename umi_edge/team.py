@@ -113,6 +113,10 @@ class Team:
                            spec=spec, tool_top_k=spec.tool_top_k)
                 team.models = shared
                 team.paths = paths
+                if spec.prefix_cache:
+                    from .warm import attach
+
+                    attach(team)
                 team._stack.push(stack.pop_all())
             team._stack.push(tool_stack.pop_all())
         return team

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-SECTIONS = ("machine", "decode", "constrained", "prefill", "memory", "cold_start")
+SECTIONS = ("machine", "decode", "constrained", "prefill", "memory", "cold_start", "warm_start")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
     if want & {"decode", "constrained", "prefill"}:
         _in_process(config, report, want, progress)
     child_args = None
-    if want & {"memory", "cold_start"}:
+    if want & {"memory", "cold_start", "warm_start"}:
         child_args = _child_args(config, report)
     if "memory" in want:
         from .memory import memory
@@ -57,6 +57,10 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
         from .memory import cold_start
 
         report["cold_start"] = cold_start(child_args, repeats=config.slow_repeats, progress=progress)
+    if "warm_start" in want:
+        from .warm import warm_start
+
+        report["warm_start"] = warm_start(child_args, repeats=config.slow_repeats, progress=progress)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
@@ -69,7 +73,9 @@ def _threads(report: dict) -> tuple[int, int]:
 def _load_team(config: BenchConfig, **extra):
     from ..team import Team
 
-    return Team.load(config.set, models=config.models, n_ctx=config.n_ctx, threads=config.threads, **extra)
+    # in-memory reuse is measured here; the disk cache (warm_start) would make every "reuse off" replay warm
+    return Team.load(config.set, models=config.models, n_ctx=config.n_ctx, threads=config.threads,
+                     prefix_cache=False, **extra)
 
 
 def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:

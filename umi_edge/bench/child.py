@@ -3,7 +3,8 @@
     python -m umi_edge.bench.child KIND '{"...": ...}'   → one JSON line on stdout
 
 KIND: `single` (one llama_cpp.Llama), `separate` (one Llama per role), `team` (Team.load: three roles on
-the shared base), `cold_start` (Team.load + the first planner token). Each Llama / role evaluates the same
+the shared base), `cold_start` (Team.load + the first planner token), `first_token` (bench/warm.py: the loop
+to the planner's first token, prefix cache on or off). Each Llama / role evaluates the same
 prompt and generates a few greedy tokens.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ def _llamas(args: dict, paths: list[str]) -> dict:
 def _team(args: dict):
     from ..team import Team
 
-    overrides = {"n_ctx": args["n_ctx"], "threads": args["threads"]}
+    # a cold start evaluates the whole prompt: no KV from disk (bench/warm.py measures that side by side)
+    overrides = {"n_ctx": args["n_ctx"], "threads": args["threads"], "prefix_cache": False}
     return Team.load(args["set"], models=args.get("models"), **overrides)
 
 
@@ -85,6 +87,10 @@ def main(argv: list[str]) -> int:
         out = _team_workload(args)
     elif kind == "cold_start":
         out = _cold_start(args)
+    elif kind == "first_token":
+        from .warm import first_token_child
+
+        out = first_token_child(args, T0)
     else:
         raise SystemExit(f"unknown workload {kind!r}")
     out["peak_rss_mb"] = peak_rss_mb()

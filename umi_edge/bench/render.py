@@ -24,6 +24,10 @@ ROWS = (
     ("constrained", "unconstrained_tok_s", "caller tok/s without grammar", "", None),
     ("constrained", "ratio", "with ÷ without", ">= 1.0", lambda v: v >= 1.0),
     ("cold_start", "seconds", "cold start to first planner token (s)", "", None),
+    ("warm_start", "cold_seconds", "run to first planner token, cold (s)", "", None),
+    ("warm_start", "warm_seconds", "same, KV of the tool docs from disk (s)", "<= 1.5", lambda v: v <= 1.5),
+    ("warm_start", "ratio", "warm ÷ cold", "", None),
+    ("warm_start", "prefix_tokens", "prompt head restored (tokens)", "", None),
 )
 
 

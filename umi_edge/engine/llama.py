@@ -194,6 +194,7 @@ class LlamaRole(_ModelText):
         self._lock = threading.Lock()
         self._kv: list[int] = []           # token ids the KV cache holds, in positions 0..len-1
         self._kv_adapters: list[tuple] = []   # per position, the adapters its keys and values were computed under
+        self._disk = None                  # (PrefixCache, prefix ids): see use_prefix_cache
         self.ctx = None
         try:
             self._init_native(model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn,
@@ -224,6 +225,9 @@ class LlamaRole(_ModelText):
             # context left later contexts on the same model computing wrong logits in our tests)
             type_k = "q8_0" if model.head_dim_k % 32 == 0 else "f16"
         self.type_k, self.type_v = type_k, type_v
+        # what a saved KV depends on besides weights and tokens (prefix_cache.py keys on it)
+        self.layout = {"n_ctx": n_ctx, "type_k": type_k, "type_v": type_v, "flash_attn": bool(flash_attn),
+                       "n_seq_max": p.n_seq_max, "kv_unified": bool(p.kv_unified), "chunk": min(n_ubatch, n_batch)}
         p.type_k = _KV_TYPES[type_k]
         p.type_v = _KV_TYPES[type_v]
         p.no_perf = True
@@ -311,6 +315,7 @@ class LlamaRole(_ModelText):
         trunk = max(0, min(trunk - n_truncated, len(prompt) - 1)) if head != own else 0
         t0 = time.perf_counter()
         n_reused = self._trim_to_prefix(prompt, trunk, head, own)
+        n_reused, save_at = self._from_disk(prompt, n_reused, trunk, head, own)
         n_eval = 0
 
         def done(stop, tokens=(), n_forced=0, t1=None):
@@ -323,13 +328,19 @@ class LlamaRole(_ModelText):
             )
 
         step = self._prompt_chunk
-        for lo, hi, adapters in ((n_reused, max(n_reused, trunk), head), (max(n_reused, trunk), len(prompt), own)):
+        spans = ((n_reused, max(n_reused, trunk), head), (max(n_reused, trunk), len(prompt), own))
+        if save_at:     # a span ends where the saved prefix does, so its KV is written at that point
+            spans = tuple(s for lo, hi, a in spans for s in (((lo, save_at, a), (save_at, hi, a))
+                                                             if lo < save_at < hi else ((lo, hi, a),)))
+        for lo, hi, adapters in spans:
             for i in range(lo, hi, step):
                 if cancel is not None and cancel.is_set():
                     return done("cancelled")
                 chunk = prompt[i:min(i + step, hi)]
                 self._decode(chunk, adapters)
                 n_eval += len(chunk)
+            if hi == save_at and hi > lo:
+                self._disk[0].save(self, prompt[:hi], adapters)
         t1 = time.perf_counter()
 
         g = sampler.grammar(grammar, name) if grammar is not None else None
@@ -426,6 +437,31 @@ class LlamaRole(_ModelText):
             del kv[n:], tags[n:]
         return n
 
+    def use_prefix_cache(self, cache, prefix: Sequence[int]) -> None:
+        """Warm start from disk (prefix_cache.PrefixCache): when a prompt starts with `prefix` (the head every
+        task's first prompt shares: system prompt and tool docs) and no KV is cached in memory, its KV is loaded
+        from `cache` if a matching file is there, else evaluated and saved to it. None turns it off."""
+        self._disk = None if cache is None or not prefix else (cache, tuple(prefix))
+
+    def _from_disk(self, prompt: list[int], n_reused: int, trunk: int, head: tuple, own: tuple) -> tuple[int, int]:
+        """(prompt tokens now in the KV, position after which to save the prefix's KV or 0), trying the disk
+        cache when the prompt starts with its prefix past what memory already holds."""
+        if self._disk is None:
+            return n_reused, 0
+        cache, prefix = self._disk
+        n = len(prefix)
+        if n_reused >= n or n >= len(prompt) or tuple(prompt[:n]) != prefix:
+            return n_reused, 0
+        if head == own or n <= trunk:
+            adapters = head if n <= trunk else own
+        else:
+            return n_reused, 0      # the prefix would mix trunk and role adapters: not a fixed head
+        if n_reused == 0 and cache.load(self, prefix, adapters):
+            self._kv[:] = prefix
+            self._kv_adapters[:] = [adapters] * n
+            return n, 0
+        return n_reused, (0 if n_reused and cache.contains(self, prefix, adapters) else n)
+
     def _use(self, adapters: tuple) -> None:
         if self._active != adapters:
             self._set_adapters(adapters, self.name)
@@ -493,6 +529,10 @@ class RoleView(_ModelText):
     @property
     def has_trunk(self) -> bool:
         return self.host.has_trunk
+
+    def use_prefix_cache(self, cache, prefix: Sequence[int]) -> None:
+        """The host context's warm start from disk (LlamaRole.use_prefix_cache)."""
+        self.host.use_prefix_cache(cache, prefix)
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
                  cancel: threading.Event | None = None, trunk: int = 0,
