@@ -29,6 +29,7 @@ ROLES = ("planner", "caller", "summarizer", "backbone")
 # under the name umi_edge.protocol registers it; the stage-1 backbone was trained on all roles' data
 PROTOCOLS = {"planner": "alpha-umi/toolbench-v1", "caller": "alpha-umi/toolbench-v1",
              "summarizer": "alpha-umi/toolbench-v1", "backbone": "alpha-umi/backbone-v1"}
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # real ones are a few KB; json.loads of a huge file would hold it all
 
 
 @dataclass
@@ -41,9 +42,6 @@ class _Item:
     ref: TensorRef | None = None
     data: np.ndarray | None = None      # generated tensors
     perm: np.ndarray | None = None
-
-
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def load_config(folder: Path) -> dict:
