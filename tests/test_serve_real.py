@@ -217,7 +217,8 @@ def test_bench_serve_reports_ratios_side_by_side(tiny_models_toml, tmp_path):
     from umi_edge.bench.serve import table
 
     text = table(report)
-    assert "median per-task ratio: server" in text and text.count("\n") == len(report["tasks"]) + 3
+    assert "median per-task ratio: server" in text and text.count("\n") == len(report["tasks"]) + 4
+    assert report["ratios"]["server"]["cpu_total_ratio"] > 0
 
 
 # --- the shipped default team (SmolLM2-135M + trained adapters) ---------------------------------------------

@@ -3,6 +3,8 @@
 
 Every measured run starts from the same KV state: a fixed warm-up task runs in process right before it, so
 neither side re-uses the other's prompts. The sides alternate order from task to task (A B, then B A).
+Besides wall-clock seconds each side records the process's CPU seconds (every thread: the team's and the
+server's), which isolates what the server adds when other jobs make the wall clock noisy.
 Server sides: a plain chat completion and a streamed one (time to `[DONE]`), both with the set's tools
 running in the server, so the loop is the same as in process. Greedy sets give the same answer on every side;
 the report says whether they did.
@@ -50,17 +52,20 @@ def bench_serve(config: ServeBenchConfig = ServeBenchConfig(), *,
         progress(f"server at {url}; {len(tasks)} task(s) x {config.repeats} round(s), sides {', '.join(SIDES)}")
         for i, task in enumerate(tasks):
             seconds = {side: [] for side in SIDES}
+            cpu = {side: [] for side in SIDES}
             answers = {side: [] for side in SIDES}
             for r in range(config.repeats):
                 order = SIDES if (i + r) % 2 == 0 else tuple(reversed(SIDES))
                 for side in order:
                     _in_process(team, WARMUP)
+                    c0 = _cpu_seconds()
                     s, answer = _measure(side, team, url, name, task.query)
+                    cpu[side].append(_cpu_seconds() - c0)
                     seconds[side].append(s)
                     answers[side].append(answer)
             same = len({a for side in SIDES for a in answers[side]}) == 1
             row = {"id": task.id, "seconds": {k: [round(x, 4) for x in v] for k, v in seconds.items()},
-                   "same_answer": same}
+                   "cpu_seconds": {k: [round(x, 4) for x in v] for k, v in cpu.items()}, "same_answer": same}
             rows.append(row)
             med = {k: statistics.median(v) for k, v in seconds.items()}
             progress(f"[{i + 1}/{len(tasks)}] {task.id}: in process {med['in_process']:.2f} s, server "
@@ -82,16 +87,29 @@ def task_path(name: str) -> Path:
 
 
 def _ratios(rows: list[dict]) -> dict:
-    """Per side: the median of per-task ratios (median seconds ÷ median in-process seconds) and total ÷ total."""
+    """Per side: the median of per-task ratios (median seconds ÷ median in-process seconds) and total ÷ total,
+    for wall-clock and for CPU seconds."""
     out = {}
     base = [statistics.median(r["seconds"]["in_process"]) for r in rows]
+    cpu_base = [statistics.median(r["cpu_seconds"]["in_process"]) for r in rows]
     for side in SIDES[1:]:
         mine = [statistics.median(r["seconds"][side]) for r in rows]
+        cpu = [statistics.median(r["cpu_seconds"][side]) for r in rows]
         out[side] = {"median_task_ratio": round(statistics.median(m / b for m, b in zip(mine, base)), 4),
                      "total_ratio": round(sum(mine) / sum(base), 4),
-                     "total_seconds": round(sum(mine), 2)}
+                     "total_seconds": round(sum(mine), 2),
+                     "cpu_median_task_ratio": round(statistics.median(m / b for m, b in zip(cpu, cpu_base)), 4),
+                     "cpu_total_ratio": round(sum(cpu) / sum(cpu_base), 4)}
     out["in_process_total_seconds"] = round(sum(base), 2)
     return out
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process, every thread (user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _in_process(team, query: str) -> str | None:
@@ -141,4 +159,7 @@ def table(report: dict) -> str:
     lines.append(f"median per-task ratio: server {q['server']['median_task_ratio']:.3f}, stream "
                  f"{q['server_stream']['median_task_ratio']:.3f} (bar <= 1.05); same answers "
                  f"{report['same_answers']}/{len(report['tasks'])}")
+    lines.append(f"process CPU seconds ÷ in process (median per task / total): server "
+                 f"{q['server']['cpu_median_task_ratio']:.3f} / {q['server']['cpu_total_ratio']:.3f}, stream "
+                 f"{q['server_stream']['cpu_median_task_ratio']:.3f} / {q['server_stream']['cpu_total_ratio']:.3f}")
     return "\n".join(lines)
