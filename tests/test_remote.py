@@ -553,3 +553,21 @@ def test_sentencepiece_vocab_for_a_remote_role(spm_vocab):
                            v.tokenize, v.bos_id, v.eos_id)
         with pytest.raises(EngineError, match="special token"):
             far._as_text(bad)
+
+
+def test_bench_remote_reports_side_by_side_ratios(gguf):
+    """`umi-edge bench remote` runs both sections against llama-cpp-python's server and prints ratios."""
+    from click.testing import CliRunner
+
+    from umi_edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["bench", "remote", "--model", str(gguf), "--steps", "2", "--repeats", "1",
+                                 "--limit", "1", "--max-steps", "1", "--jobs", "1,2", "--json"],
+                           env={"UMI_EDGE_LLAMA_SERVER": ""}, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    o, t = report["overhead"], report["throughput"]
+    assert o["server"] == "llama-cpp-python" and o["remote_over_local"] > 0 and o["of"] == 2
+    assert o["same_outputs"] == 2          # greedy: the server writes what the local role writes
+    assert [x["jobs"] for x in t["runs"]] == [1, 2] and t["runs"][0]["vs_jobs_1"] == 1.0
+    assert all(x["tasks"] == 1 and x["tasks_per_s"] > 0 for x in t["runs"])

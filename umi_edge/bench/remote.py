@@ -135,6 +135,7 @@ def overhead(config: RemoteBenchConfig, gguf: Path, workdir: Path, progress: Cal
                             n_ctx=config.n_ctx).open()
         ids = [proto.encode(p, model.tokenize, model.bos_id, model.eos_id) for p in prompts]
         times: dict[str, list[float]] = {"local": [], "remote": []}
+        wire: list[float] = []      # remote wall time − the server's own compute time, where it reports it
         texts: dict[str, list[str]] = {"local": [], "remote": []}
         reused: dict[str, list[int]] = {"local": [], "remote": []}
         for rep in range(config.repeats + 1):       # the first pair warms caches and pages; not counted
@@ -146,6 +147,8 @@ def overhead(config: RemoteBenchConfig, gguf: Path, workdir: Path, progress: Cal
                     dt = time.perf_counter() - t0
                     if rep:
                         times[side].append(dt)
+                        if side == "remote" and remote.last_server_seconds is not None:
+                            wire.append(dt - remote.last_server_seconds)
                         texts[side].append(g.text)
                         reused[side].append(g.n_reused)
         med = {side: statistics.median(v) for side, v in times.items()}
@@ -155,6 +158,8 @@ def overhead(config: RemoteBenchConfig, gguf: Path, workdir: Path, progress: Cal
             "local_s_per_step": round(med["local"], 4), "remote_s_per_step": round(med["remote"], 4),
             "remote_over_local": round(med["remote"] / med["local"], 3),
             "overhead_ms_per_step": round(1000 * (med["remote"] - med["local"]), 1),
+            # HTTP, JSON and the client's work per step: wall − the server's reported compute (llama-server only)
+            "wire_ms_per_step": round(1000 * statistics.median(wire), 1) if wire else None,
             "same_outputs": sum(a == b for a, b in zip(texts["local"], texts["remote"])), "of": len(texts["local"]),
             "mean_reused": {side: round(statistics.mean(v), 1) for side, v in reused.items()},
         }
@@ -203,7 +208,7 @@ def run_remote_bench(config: RemoteBenchConfig = RemoteBenchConfig(), *,
     if config.llama_server and not Path(config.llama_server).is_file():
         raise ConfigError(f"--llama-server {config.llama_server} does not exist; build it (docs/remote-engines.md) "
                           f"or leave it out to use llama-cpp-python's server")
-    gguf = Path(config.model) if config.model else _default_model()
+    gguf = (Path(config.model) if config.model else _default_model()).resolve()
     if not gguf.is_file():
         raise ConfigError(f"model {gguf} does not exist")
     t0 = time.perf_counter()
@@ -238,6 +243,8 @@ def remote_table(report: dict) -> str:
                   f"tokens, medians of {o['repeats']} passes):",
                   f"  local {o['local_s_per_step']:.3f} s/step   remote {o['remote_s_per_step']:.3f} s/step   "
                   f"remote ÷ local {o['remote_over_local']:.2f}   ({o['overhead_ms_per_step']:+.1f} ms/step)",
+                  *([f"  remote wall − the server's own compute time: {o['wire_ms_per_step']:.1f} ms/step (HTTP, "
+                     f"JSON, streaming, the client's tokenizing)"] if o.get("wire_ms_per_step") is not None else []),
                   f"  same outputs: {o['same_outputs']} of {o['of']}; mean prompt tokens reused: local "
                   f"{o['mean_reused']['local']}, remote {o['mean_reused']['remote']}"]
     t = report.get("throughput")

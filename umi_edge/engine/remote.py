@@ -293,6 +293,9 @@ class RemoteRole:
                            read_timeout=spec.read_timeout)
         self._lock = threading.Lock()
         self._calls = 0
+        # the server's own compute time for the last generation, where it reports one (benchmarks: wall − this
+        # is what running remotely costs)
+        self.last_server_seconds: float | None = None
 
     def __repr__(self) -> str:
         return f"RemoteRole({self.name!r}, {self.server.name} {self.spec.base_url})"
@@ -352,6 +355,7 @@ class RemoteRole:
 
         def result(stop, reply: Reply | None = None, t1=None):
             t2 = time.perf_counter()
+            self.last_server_seconds = reply.server_seconds if reply is not None else None
             t1 = t2 if t1 is None else t1
             cached = min(reply.cached or 0, len(prompt)) if reply is not None else 0
             evaluated = (reply.evaluated if reply is not None and reply.evaluated is not None

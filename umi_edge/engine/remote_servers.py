@@ -46,6 +46,7 @@ class Reply:
     n_generated: int | None = None      # as the server counted it (None: the output ids are counted)
     cached: int | None = None           # prompt tokens it took from its cache
     evaluated: int | None = None        # prompt tokens it evaluated
+    server_seconds: float | None = None  # its own prompt + decode time, where it reports one (llama-server)
     done: bool = False
 
 
@@ -135,6 +136,8 @@ class LlamaServer(Server):
             timings = obj.get("timings") or {}
             reply.n_prompt = obj.get("tokens_evaluated")
             reply.cached, reply.evaluated = timings.get("cache_n"), timings.get("prompt_n")
+            if "prompt_ms" in timings and "predicted_ms" in timings:
+                reply.server_seconds = (timings["prompt_ms"] + timings["predicted_ms"]) / 1000
 
 
 class OpenAICompletions(Server):
