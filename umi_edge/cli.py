@@ -842,13 +842,15 @@ def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, thr
 @click.option("--slow-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Prefill replays and cold starts (medians).")
 @click.option("--only", "sections", metavar="SECTION[,...]", default=None,
-              help="Measure only these: decode, constrained, prefill, memory, cold_start (machine always).")
+              help="Measure only these: decode, constrained, prefill, memory, cold_start, warm_start (machine always).")
 @click.option("--bandwidth-mb", type=click.IntRange(min=1), default=512, show_default=True,
               help="Array size of the memory read-bandwidth probe.")
+@click.option("--kv-layout", "kv_layouts", metavar="LAYOUT[,...]", default=None,
+              help="Also measure memory and prefill with the set's roles in these KV layouts (contexts, pool).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
 def bench_cmd(ctx, set_name, models_path, n_ctx, threads, tokens, repeats, slow_repeats, sections, bandwidth_mb,
-              as_json):
+              as_json, kv_layouts=None):
     """Measure a model set side by side with stock llama-cpp-python: memory, prefix reuse, decode speed,
     constrained decoding and cold start, as ratios (progress on stderr, the table or JSON on stdout)."""
     if ctx.invoked_subcommand is not None:
@@ -857,8 +859,14 @@ def bench_cmd(ctx, set_name, models_path, n_ctx, threads, tokens, repeats, slow_
     from .bench.render import table
 
     chosen = tuple(s.strip() for s in sections.split(",") if s.strip()) if sections else SECTIONS
+    layouts = tuple(x.strip() for x in kv_layouts.split(",") if x.strip()) if kv_layouts else ()
+    from .layout import LAYOUTS
+
+    if any(x not in LAYOUTS for x in layouts):
+        raise click.BadParameter(f"{kv_layouts!r}: valid layouts are {', '.join(LAYOUTS)}", param_hint="--kv-layout")
     config = BenchConfig(set=set_name, models=models_path, n_ctx=n_ctx, threads=threads, tokens=tokens,
-                         repeats=repeats, slow_repeats=slow_repeats, bandwidth_mb=bandwidth_mb, sections=chosen)
+                         repeats=repeats, slow_repeats=slow_repeats, bandwidth_mb=bandwidth_mb, sections=chosen,
+                         kv_layouts=layouts)
     report = run_bench(config, progress=lambda s: click.echo(f"bench: {s}", err=True))
     if as_json:
         emit_json(report)

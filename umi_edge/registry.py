@@ -96,6 +96,7 @@ class SetSpec:
     constrained: bool = True      # grammar-constrained caller and route completion
     tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
     prefix_cache: bool = True     # save / load the KV of the first prompt's fixed head (tool docs) on disk (warm.py)
+    kv_layout: str = "contexts"   # "pool": roles on one model share one context, a sequence each (layout.py)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Registry:
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
 _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name not in ("role", "remote")) + ("engine",) + REMOTE_KEYS
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
-             "tool_top_k", "tool_isolation", "prefix_cache")
+             "tool_top_k", "tool_isolation", "prefix_cache", "kv_layout")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
@@ -136,6 +137,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str, list), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
     "constrained": (bool,), "tool_top_k": (int,), "tool_isolation": (str,), "prefix_cache": (bool,),
+    "kv_layout": (str,),
 }
 
 
@@ -262,6 +264,9 @@ def resolve_set(
     roles = {r: _role_spec(r, layers[r], where, registry) for r in wanted}
     _check_shared_contexts(roles, where)
     _check_gpu_layers(roles, where)
+    from .layout import check_layout
+
+    check_layout(roles, set_vals.get("kv_layout", SetSpec.kv_layout), where)
     return SetSpec(name=name, roles=MappingProxyType(roles), **set_vals)
 
 

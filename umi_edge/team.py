@@ -197,15 +197,19 @@ class Team:
 def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
     """Yields (role engines, {realpath: SharedModel}, ExitStack owning them); frees all if the body raises.
     Each distinct GGUF is loaded once; each adapter once per model; one context per role, except roles with
-    share_context, which run on their host role's context, and remote roles, which run on their server."""
+    share_context, which run on their host role's context, roles pooled by kv_layout = "pool", which run on a
+    sequence of their own in their host's context (layout.py), and remote roles, which run on their server."""
     from .engine.llama import LlamaBackend
     from .engine.remote import open_remote_roles
+    from .layout import pools
 
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(LlamaBackend(verbose=verbose))
         shared: dict[str, Any] = {}
         adapters: dict[tuple[str, str], Any] = {}
         engines: dict[str, Any] = {}
+        pooled = pools(spec.roles, spec.kv_layout)      # host -> roles on a sequence of its own in its context
+        pool_host = {m: h for h, members in pooled.items() for m in members}
         # hosts first, so that a role with share_context finds its host's context open
         for role, rs in sorted(spec.roles.items(), key=lambda kv: kv[1].share_context is not None):
             if rs.remote is not None:
@@ -224,10 +228,15 @@ def _open_engines(spec: SetSpec, paths: Mapping[str, Path], *, verbose: bool):
             if rs.share_context is not None:
                 engines[role] = engines[rs.share_context].view(name=role, adapter=mine or None, sampling=rs.sampling)
                 continue
+            if role in pool_host:
+                engines[role] = engines[pool_host[role]].sequence(name=role, adapter=mine or None,
+                                                                  sampling=rs.sampling)
+                continue
             engines[role] = backend.new_role(
                 shared[key], name=role, adapter=mine or None, n_ctx=rs.n_ctx, n_threads=rs.threads,
                 n_batch=rs.n_batch, sampling=rs.sampling, type_k=rs.type_k,
                 trunk_adapter=None if rs.trunk_adapter is None else adapter(rs.trunk_adapter),
+                n_seq=1 + len(pooled.get(role, ())),
             )
         # after the local models, so a remote role reads its vocab from one already loaded; each is probed here
         engines.update(open_remote_roles(spec, paths, shared, stack))

@@ -28,6 +28,7 @@ class BenchConfig:
     memory_tokens: int = 8          # the "few tokens" each Llama / role generates in the memory workload
     bandwidth_mb: int = 512         # the read-bandwidth probe's array
     sections: tuple[str, ...] = SECTIONS
+    kv_layouts: tuple[str, ...] = ()  # memory and prefill also per layout ("contexts", "pool"); () = the set's only
 
 
 def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], None] = lambda s: None) -> dict:
@@ -53,6 +54,11 @@ def run_bench(config: BenchConfig = BenchConfig(), *, progress: Callable[[str], 
         from .memory import memory
 
         report["memory"] = memory(child_args, progress=progress)
+        if config.kv_layouts:
+            from .layouts import memory_by_layout
+
+            report["memory"]["by_layout"] = memory_by_layout(child_args, config.kv_layouts,
+                                                             report["memory"]["single_mb"], progress=progress)
     if "cold_start" in want:
         from .memory import cold_start
 
@@ -120,6 +126,10 @@ def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
             f = report["prefill"]
             progress(f"prefill: evaluated {f['evaluated_with_reuse']} of {f['evaluated_without_reuse']} prompt tokens "
                      f"(ratio {f['ratio']}, steps 2+ {f['ratio_after_first_step']}, next task {f['ratio_next_task']})")
+    if "prefill" in want and config.kv_layouts:
+        from .layouts import prefill_by_layout
+
+        report["prefill"]["by_layout"] = prefill_by_layout(config, config.kv_layouts, progress=progress)
 
 
 def _child_args(config: BenchConfig, report: dict) -> dict:

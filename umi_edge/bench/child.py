@@ -33,7 +33,8 @@ def _team(args: dict):
     from ..team import Team
 
     # a cold start evaluates the whole prompt: no KV from disk (bench/warm.py measures that side by side)
-    overrides = {"n_ctx": args["n_ctx"], "threads": args["threads"], "prefix_cache": False}
+    overrides = {"n_ctx": args["n_ctx"], "threads": args["threads"], "prefix_cache": False,
+                 "kv_layout": args.get("kv_layout")}
     return Team.load(args["set"], models=args.get("models"), **overrides)
 
 

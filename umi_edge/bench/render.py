@@ -57,6 +57,9 @@ def table(report: dict) -> str:
         v = data[key]
         verdict = "" if ok is None else ("ok" if ok(v) else "MISS")
         lines.append(f"  {label:<{width}}  {_fmt(v):>10}  {bar:>7}  {verdict}".rstrip())
+    for sec, key in (("memory", "team_vs_single"), ("prefill", "ratio_next_task")):
+        for layout, row in (report.get(sec) or {}).get("by_layout", {}).items():
+            lines.append(f"  [{sec}, kv_layout {layout}] " + ", ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
     if "decode" in report:
         lines.append(f"  (bandwidth {report['decode']['bandwidth_gb_s']} GB/s, model "
                      f"{report['decode']['model_bytes'] / 1e6:.1f} MB, {report['decode']['tokens']} tokens)")

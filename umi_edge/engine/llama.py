@@ -176,7 +176,7 @@ class LlamaRole(_ModelText):
                  lora_scale: float,
                  n_ctx: int, n_threads: int | None, n_batch: int, n_ubatch: int, sampling: Sampling,
                  flash_attn: bool, type_k: str, type_v: str, prefix_reuse: bool,
-                 trunk_adapter: LoraAdapter | Sequence[LoraAdapter] | None = None):
+                 trunk_adapter: LoraAdapter | Sequence[LoraAdapter] | None = None, n_seq: int = 1):
         self.name = name
         self.model = model
         # one adapter or a stack (e.g. a shared stage-1 LoRA + this role's stage-2 LoRA), summed by llama.cpp
@@ -195,6 +195,12 @@ class LlamaRole(_ModelText):
         self._kv: list[int] = []           # token ids the KV cache holds, in positions 0..len-1
         self._kv_adapters: list[tuple] = []   # per position, the adapters its keys and values were computed under
         self._disk = None                  # (PrefixCache, prefix ids): see use_prefix_cache
+        # a pool (n_seq > 1) holds one sequence per role in one unified KV: _kv / _kv_adapters / _user describe
+        # the active sequence `_seq`; the others wait in `_seqs` (see sequence())
+        self.n_seq = n_seq
+        self._seq = 0
+        self._seqs: dict[int, tuple[list, list, object]] = {}
+        self._seq_names: dict[int, str] = {0: name}
         self.ctx = None
         try:
             self._init_native(model, adapter, lora_scale, n_ctx, n_threads, n_batch, n_ubatch, flash_attn,
@@ -213,10 +219,13 @@ class LlamaRole(_ModelText):
         p.n_ctx = n_ctx
         p.n_batch = n_batch
         p.n_ubatch = min(n_batch, n_ubatch)
-        p.n_seq_max = 1
+        p.n_seq_max = self.n_seq
+        # one pool of n_ctx cells for every sequence (not n_ctx / n_seq each), so a long planner prompt can use
+        # what the summarizer does not
+        p.kv_unified = self.n_seq > 1
         # we only ever read the last position's logits; the default (n_batch outputs) reserves a
         # n_ubatch x n_vocab float buffer (~100 MB for a 49k vocab) in every context
-        p.n_outputs_max = 1
+        p.n_outputs_max = self.n_seq     # llama.cpp reserves at least one output row per sequence
         p.n_threads = n_threads or threads
         p.n_threads_batch = n_threads or threads_batch
         p.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -252,6 +261,10 @@ class LlamaRole(_ModelText):
         self._set_adapters(self.adapters, name)
         self._tok = (L.llama_token * max(n_batch, 1))()
         self._batch_one = L.llama_batch_get_one(self._tok, 1)   # reused for every single-token decode
+        self._seq_batch = None
+        if self.n_seq > 1:     # batches that name their sequence and positions
+            self._seq_batch = L.llama_batch_init(max(n_batch, 1), 0, 1)
+            self._stack.callback(L.llama_batch_free, self._seq_batch)
 
     # -- RoleEngine ------------------------------------------------------------------------------------
     @property
@@ -262,7 +275,7 @@ class LlamaRole(_ModelText):
     @property
     def cached_tokens(self) -> tuple[int, ...]:
         """The token ids this role's KV cache holds (for tests and diagnostics; empty while a view holds it)."""
-        return tuple(self._kv) if self._user is None else ()
+        return self._held(0, None)
 
     def last_logits(self):
         """A numpy copy of the logits at the last evaluated position (e.g. after generate(..., max_tokens=0))."""
@@ -274,9 +287,7 @@ class LlamaRole(_ModelText):
     def reset(self) -> None:
         """Forget the KV cache (the next prompt is evaluated in full)."""
         with self._lock:
-            _native.lib().llama_memory_clear(self._mem, True)
-            self._kv.clear()
-            self._kv_adapters.clear()
+            self._forget_all()
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
                  cancel: threading.Event | None = None, trunk: int = 0,
@@ -296,6 +307,7 @@ class LlamaRole(_ModelText):
         if not prompt:
             raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
         with self._lock:
+            self._switch(0 if user is None else user.seq)
             self._user = user
             own = self.adapters if user is None else user.adapters
             return self._generate(prompt, max_tokens, grammar, cancel, sampler, name, own, trunk, on_token)
@@ -315,6 +327,8 @@ class LlamaRole(_ModelText):
         trunk = max(0, min(trunk - n_truncated, len(prompt) - 1)) if head != own else 0
         t0 = time.perf_counter()
         n_reused = self._trim_to_prefix(prompt, trunk, head, own)
+        if self.n_seq > 1:
+            self._make_room(len(prompt) - n_reused + max_tokens, name)
         n_reused, save_at = self._from_disk(prompt, n_reused, trunk, head, own)
         n_eval = 0
 
@@ -340,7 +354,7 @@ class LlamaRole(_ModelText):
                 self._decode(chunk, adapters)
                 n_eval += len(chunk)
             if hi == save_at and hi > lo:
-                self._disk[0].save(self, prompt[:hi], adapters)
+                self._disk[0].save(self, prompt[:hi], adapters, seq=self._seq)
         t1 = time.perf_counter()
 
         g = sampler.grammar(grammar, name) if grammar is not None else None
@@ -368,7 +382,7 @@ class LlamaRole(_ModelText):
                 if cancel is not None and cancel.is_set():
                     stop = "cancelled"
                     break
-                if len(self._kv) + len(pending) > self.n_ctx:
+                if self._used() + len(pending) > self.n_ctx:
                     break
                 if len(pending) == 1:
                     self._decode_one(pending[0], own)
@@ -431,8 +445,11 @@ class LlamaRole(_ModelText):
                 n += 1
             n = min(n, len(prompt) - 1)     # the last prompt token is always evaluated, for its logits
         if n < len(kv):
-            if n == 0 or not L.llama_memory_seq_rm(self._mem, 0, n, -1):
-                L.llama_memory_clear(self._mem, True)
+            if n == 0 or not L.llama_memory_seq_rm(self._mem, self._seq, n, -1):
+                if self.n_seq > 1:
+                    L.llama_memory_seq_rm(self._mem, self._seq, -1, -1)
+                else:
+                    L.llama_memory_clear(self._mem, True)
                 n = 0
             del kv[n:], tags[n:]
         return n
@@ -456,11 +473,75 @@ class LlamaRole(_ModelText):
             adapters = head if n <= trunk else own
         else:
             return n_reused, 0      # the prefix would mix trunk and role adapters: not a fixed head
-        if n_reused == 0 and cache.load(self, prefix, adapters):
+        if n_reused == 0 and cache.load(self, prefix, adapters, seq=self._seq):
             self._kv[:] = prefix
             self._kv_adapters[:] = [adapters] * n
             return n, 0
-        return n_reused, (0 if n_reused and cache.contains(self, prefix, adapters) else n)
+        return n_reused, (0 if n_reused and cache.contains(self, prefix, adapters, seq=self._seq) else n)
+
+    # -- sequences (the pool layout) ---------------------------------------------------------------------
+    def sequence(self, *, name: str, adapter: LoraAdapter | Sequence[LoraAdapter] | None = None,
+                 sampling: Sampling = Sampling()) -> "RoleView":
+        """Another role on this context with a sequence of its own (the context was made with n_seq > 1): the
+        roles share one pool of n_ctx KV cells, each keeps its own tokens, and a role that needs cells takes
+        them from the others, the most recently added sequence first (see _make_room)."""
+        seq = len(self._seq_names)
+        if seq >= self.n_seq:
+            raise ModelError(f"role {name!r}: context of role {self.name!r} has {self.n_seq} sequence(s), all "
+                             f"taken ({', '.join(self._seq_names.values())}); create it with n_seq={seq + 1}")
+        self._seq_names[seq] = name
+        return RoleView(self, name=name, adapter=adapter, sampling=sampling, seq=seq)
+
+    def _switch(self, seq: int) -> None:
+        if seq != self._seq:
+            self._seqs[self._seq] = (self._kv, self._kv_adapters, self._user)
+            self._kv, self._kv_adapters, self._user = self._seqs.pop(seq, ([], [], None))
+            self._seq = seq
+
+    def _held(self, seq: int, user) -> tuple[int, ...]:
+        """The ids sequence `seq` holds if `user` used it last, else ()."""
+        kv, _, last = (self._kv, None, self._user) if seq == self._seq else self._seqs.get(seq, ((), None, None))
+        return tuple(kv) if last is user else ()
+
+    def _used(self) -> int:
+        """KV cells in use, every sequence counted."""
+        return len(self._kv) + sum(len(kv) for kv, _, _ in self._seqs.values())
+
+    def _make_room(self, need: int, name: str) -> None:
+        """Free cells for `need` more tokens of the active sequence by dropping other sequences whole, the
+        highest-numbered first: the summarizer's (added last) before the planner's trunk (sequence 0)."""
+        L = _native.lib()
+        for seq in sorted(self._seqs, reverse=True):
+            if self._used() + need <= self.n_ctx:
+                return
+            kv, tags, _ = self._seqs[seq]
+            if kv:
+                log.info("role %s: %d KV cells of sequence %d (%s) dropped for room", name, len(kv), seq,
+                         self._seq_names.get(seq, "?"))
+                L.llama_memory_seq_rm(self._mem, seq, -1, -1)
+                kv.clear()
+                tags.clear()
+
+    def _forget_all(self) -> None:
+        _native.lib().llama_memory_clear(self._mem, True)
+        for kv, tags in [(self._kv, self._kv_adapters)] + [(k, t) for k, t, _ in self._seqs.values()]:
+            kv.clear()
+            tags.clear()
+
+    def _batch(self, ids: Sequence[int]):
+        """The pool's batch for `ids` on the active sequence, at the positions after what it holds; only the
+        last token's logits are computed."""
+        b = self._seq_batch
+        pos0 = len(self._kv)
+        for j, t in enumerate(ids):
+            b.token[j] = t
+            b.pos[j] = pos0 + j
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = self._seq
+            b.logits[j] = 0
+        b.logits[len(ids) - 1] = 1
+        b.n_tokens = len(ids)
+        return b
 
     def _use(self, adapters: tuple) -> None:
         if self._active != adapters:
@@ -473,23 +554,23 @@ class LlamaRole(_ModelText):
             chunk = ids[i:i + self.n_batch]
             for j, t in enumerate(chunk):
                 self._tok[j] = t
-            self._check(L.llama_decode(self.ctx, L.llama_batch_get_one(self._tok, len(chunk))), len(chunk))
+            batch = self._batch(chunk) if self._seq_batch is not None else L.llama_batch_get_one(self._tok, len(chunk))
+            self._check(L.llama_decode(self.ctx, batch), len(chunk))
             self._kv.extend(chunk)
             self._kv_adapters.extend([adapters] * len(chunk))
 
     def _decode_one(self, t: int, adapters: tuple) -> None:
         self._use(adapters)
         self._tok[0] = t
-        self._check(_native.lib().llama_decode(self.ctx, self._batch_one), 1)
+        batch = self._batch((t,)) if self._seq_batch is not None else self._batch_one
+        self._check(_native.lib().llama_decode(self.ctx, batch), 1)
         self._kv.append(t)
         self._kv_adapters.append(adapters)
 
     def _check(self, rc: int, n: int) -> None:
         if rc != 0:
             # the KV state is unknown after a failed decode: start clean next time
-            _native.lib().llama_memory_clear(self._mem, True)
-            self._kv.clear()
-            self._kv_adapters.clear()
+            self._forget_all()
             raise ModelError(f"llama_decode failed (code {rc}) in role {self.name!r} for {n} tokens: "
                              f"{_native.last_error()}")
 
@@ -503,11 +584,12 @@ class RoleView(_ModelText):
     """A role that borrows another role's llama_context (RoleEngine contract): own name, adapters and sampler
     chain; KV memory (and trunk adapter) shared with the host and every other view (see LlamaRole.view)."""
 
-    def __init__(self, host: LlamaRole, *, name: str, adapter, sampling: Sampling):
+    def __init__(self, host: LlamaRole, *, name: str, adapter, sampling: Sampling, seq: int = 0):
         for a in (() if adapter is None else (adapter,) if isinstance(adapter, LoraAdapter) else adapter):
             if a.model is not host.model:
                 raise ModelError(f"adapter {a.path} was loaded for {a.model.path}, not {host.model.path}")
         self.host, self.name, self.model = host, name, host.model
+        self.seq = seq      # 0: the host's sequence (view()); else a sequence of its own (sequence())
         self.adapters: tuple[LoraAdapter, ...] = (() if adapter is None else (adapter,)
                                                   if isinstance(adapter, LoraAdapter) else tuple(adapter))
         self.sampling = sampling
@@ -517,7 +599,7 @@ class RoleView(_ModelText):
 
     @property
     def cached_tokens(self) -> tuple[int, ...]:
-        return tuple(self.host._kv) if self.host._user is self else ()
+        return self.host._held(self.seq, self)
 
     def last_logits(self):
         return self.host.last_logits()
@@ -621,7 +703,7 @@ class LlamaBackend:
                  n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512, sampling: Sampling = Sampling(),
                  n_ubatch: int = 64, lora_scale: float = 1.0, flash_attn: bool = False,
                  type_k: str = "f16", type_v: str = "f16", prefix_reuse: bool = True,
-                 trunk_adapter: LoraAdapter | Sequence[LoraAdapter] | None = None) -> LlamaRole:
+                 trunk_adapter: LoraAdapter | Sequence[LoraAdapter] | None = None, n_seq: int = 1) -> LlamaRole:
         """A new context on `model` with its own KV cache and sampler chain (and `adapter`, if given).
 
         Defaults measured on SmolLM2-135M Q4_1, n_ctx 2048, 1 thread (engine/measure.py): three roles peak at
@@ -643,6 +725,8 @@ class LlamaBackend:
                              f"'auto'); got {type_k!r}/{type_v!r}")
         if type_v == "q8_0" and not flash_attn:
             raise ModelError(f"role {name!r}: a q8_0 V cache needs flash_attn=True")
+        if not 1 <= n_seq <= 64:
+            raise ModelError(f"role {name!r}: n_seq must be 1-64 (got {n_seq})")
         if n_ctx < 64 or n_batch < 1:
             raise ModelError(f"role {name!r}: n_ctx must be >= 64 and n_batch >= 1 (got {n_ctx}, {n_batch})")
         # before llama.cpp allocates: a too-large n_ctx failed only after minutes and gigabytes
@@ -652,7 +736,7 @@ class LlamaBackend:
         role = LlamaRole(model, name=name, adapter=adapter, lora_scale=lora_scale, n_ctx=n_ctx,
                          n_threads=n_threads, n_batch=n_batch, n_ubatch=n_ubatch, sampling=sampling,
                          flash_attn=flash_attn, type_k=type_k, type_v=type_v, prefix_reuse=prefix_reuse,
-                         trunk_adapter=trunk_adapter)
+                         trunk_adapter=trunk_adapter, n_seq=n_seq)
         self._stack.callback(role.close)
         self.roles[name] = role
         return role
