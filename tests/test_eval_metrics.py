@@ -1,4 +1,4 @@
-"""Static metrics (§6.5-6.6) on hand-made records: every edge case of the reference evaluator."""
+"""Static metrics (protocol.md §6.5-6.6) on hand-made records: every edge case of the reference evaluator."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Static sample construction (§6.3), the train-example helper and the oracle bar."""
+"""Static sample construction (protocol.md §6.3), the train-example helper and the oracle bar."""
 from __future__ import annotations
 
 import json

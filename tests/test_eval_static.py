@@ -24,7 +24,7 @@ def _train(name):
 def test_gold_outputs_through_the_runner_reproduce_training_prompts_and_score_1():
     """Planner/caller/summarizer answer with the training target of the prompt they get: the prompts the
     runner renders must be the training `input`s byte for byte, and the predictions must score as the oracle.
-    Exception: 4 planner targets are a bare " Next: caller."; §4.6 strips the leading space (as HF decoding
+    Exception: 4 planner targets are a bare " Next: caller."; protocol.md §4.6 strips the leading space (as HF decoding
     would), so their caller prompt carries the stripped plan."""
     planner, caller, summarizer = _train("planner"), _train("caller"), _train("summarizer")
     by_input = {r["input"]: r["target"] for r in planner + summarizer}
@@ -87,7 +87,7 @@ def test_prediction_strings_routes_and_plan_label(tmp_path):
     preds = json.loads(out.read_text())
     assert [p["id"] for p in preds] == ["0:1", "0:4", "0:6"]
     assert preds[0]["predictions"] == 'asssitant: thinking Next: caller.</s>caller: Action: t_for_x\nAction Input: {"a": "1"}'
-    # no marker: the real-time default route; an empty caller output becomes 'none' (§4.6)
+    # no marker: the real-time default route; an empty caller output becomes 'none' (protocol.md §4.6)
     assert preds[1]["predictions"] == "asssitant: no marker at all Next: caller.</s>caller: none"
     assert preds[2]["predictions"] == "asssitant: answer now Next: conclusion.</s>conclusion: The result is ok."
     assert all({"tools", "reference", "predictions"} <= set(p) for p in preds)

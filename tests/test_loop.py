@@ -191,7 +191,7 @@ def test_empty_planner_output_is_retried_then_none_routes_to_caller():
     roles = fake_roles(planner=[""] * 5 + ["fine Next: conclusion."], caller=["Action: add\nAction Input: {}"],
                        summarizer=["a"])
     events, out = run("q", roles)
-    plan = next(e for e in events if isinstance(e, Plan))   # 5 empty generations, then 'none' (§4.6)
+    plan = next(e for e in events if isinstance(e, Plan))   # 5 empty generations, then 'none' (protocol.md §4.6)
     assert (plan.text, plan.route, plan.retries, plan.route_source) == ("none Next: caller.", "caller", 4, "default")
     assert len(roles["planner"].prompts) == 6 and roles["caller"].prompts
 
@@ -305,7 +305,7 @@ def test_backbone_protocol_runs_one_model_per_step_with_exact_history():
     call, obs = events[1], events[2]
     assert (call.role, call.tool, json.loads(call.arguments)) == ("backbone", "add", {"a": 2, "b": 3})
     assert obs.ok and obs.text == "5"
-    # step 2 sees step 1 as one assistant turn (thought + call) then the observation (protocol doc §3.1)
+    # step 2 sees step 1 as one assistant turn (thought + call) then the observation (protocol.md §3.1)
     assert ('user: What is 2+3?</s>assistant: I add 2 and 3.\nAction: add\nAction Input: {"a": 2, "b": 3}</s>'
             'observation: 5\nYou should answer') in engine.prompts[1]
     assert engine.prompts[1].endswith(" assistant: ")

@@ -1,4 +1,4 @@
-"""α-UMi protocol rendering, routing, parsing and encoding (protocol doc §3-§5), byte for byte."""
+"""α-UMi protocol rendering, routing, parsing and encoding (protocol.md §3-§5), byte for byte."""
 from __future__ import annotations
 
 import json
@@ -163,7 +163,7 @@ def test_postprocess_planner(raw, out):
     ("gibberish", "none", "{}"),
     ("caller: Action: x\nAction Input: 5</s>Action: y", "x", "5"),
     ("Action:   spaced   Action Input:   [1]  ", "spaced", "[1]"),
-    ("Action: a\nAction Input: {\"s\": \"Action: b\"}", "b\"}", "{\"s\": \"Action: b\"}"),  # last Action: wins (§5.3)
+    ("Action: a\nAction Input: {\"s\": \"Action: b\"}", "b\"}", "{\"s\": \"Action: b\"}"),  # last wins (§5.3)
 ])
 def test_parse_call(text, action, args):
     c = au.parse_call(text)

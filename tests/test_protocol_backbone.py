@@ -24,7 +24,8 @@ def test_train_backbone_records_reproduce_except_the_stale_give_ups():
     assert (kinds.count("caller"), kinds.count("conclusion"), kinds.count("give_up")) == (59, 14, 6)
     same = [p.prompt(r["tools"], r["history"]) == r["input"] for r in records]
     assert sum(same) == 73
-    # the 6 misses are exactly the give-up records, whose input upstream preprocessing left stale (§7.10)
+    # the 6 misses are exactly the give-up records, whose input upstream preprocessing left stale
+    # (protocol.md §7 item 10)
     assert [k for k, ok in zip(kinds, same) if not ok] == ["give_up"] * 6
 
 

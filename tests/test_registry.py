@@ -62,7 +62,7 @@ def test_bundled_alpha_umi_sets_follow_the_reference(size):
     for role, r in spec.roles.items():
         m = reg.model(r.model)
         assert (m.kind, m.ref, m.outtype, m.role) == ("hf", f"shenwzh3/alpha-umi-{role}-{size}", "q4_k_m", role)
-        # protocol doc §4.4-4.5: real-time reference settings
+        # protocol.md §4.4-4.5: real-time reference settings
         assert (r.n_ctx, r.max_tokens) == (4096, 512)
         assert r.sampling == Sampling(temperature=0.5, top_p=1.0, top_k=0, min_p=0.0, seed=0)
 

@@ -17,7 +17,7 @@ from umi_edge.errors import ConvertError
 
 CACHE = Path(__file__).parent / ".cache"
 
-# the §3.7 worked-example prompts of ../shared/docs/alpha-umi-protocol.md, verbatim
+# the worked-example prompts (protocol.md §3.7), verbatim
 GOLDEN_PROMPTS = {"planner": PLANNER_37, "caller": CALLER_37, "summarizer": SUMMARIZER_37}
 
 EDGE_CASES = [
@@ -81,7 +81,7 @@ SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
 
 
 def alpha_umi_ids(llm, prompt: str) -> list[int]:
-    """The runtime procedure of protocol §4.3: BOS, then the prompt split at special-token text, each
+    """The runtime procedure of protocol.md §4.3: BOS, then the prompt split at special-token text, each
     non-empty segment tokenized on its own (no BOS, no special parsing), joined by the special ids.
     Splitting at <s>/<unk> as well as </s> is what the HF slow tokenizer does."""
     import re
@@ -172,7 +172,7 @@ def test_spm_pads_to_config_vocab_size(spm_dir, tmp_path):
 
 
 def test_spm_literal_eos_minimal(spm_dir, spm_gguf):
-    """protocol §4.3 minimal check: exactly one id 2, followed by the ▁-prefixed pieces of 'caller'."""
+    """protocol.md §4.3 minimal check: exactly one id 2, followed by the ▁-prefixed pieces of 'caller'."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(spm_dir / "tokenizer.model"))
@@ -185,7 +185,7 @@ def test_spm_literal_eos_minimal(spm_dir, spm_gguf):
 @pytest.mark.parametrize("train", [False, pytest.param(True, marks=needs(TRAIN_EXAMPLES))],
                          ids=["in-repo", "train-examples"])
 def test_spm_token_exact_alpha_umi(spm_dir, spm_gguf, train):
-    """The bar: §3.7 prompts and edge cases (and the train-example inputs) give the slow-tokenizer ids."""
+    """The bar: protocol.md §3.7 prompts and edge cases (and the train-example inputs) give the slow-tokenizer ids."""
     llm = load_vocab(spm_gguf)
     prompts = alpha_umi_prompts(train)
     assert len(prompts) > (100 if train else 30)
@@ -256,7 +256,7 @@ def test_real_llama2_metadata_equals_llama_cpp(real_llama2):
 
 
 def test_real_llama2_token_exact_alpha_umi(real_llama2):
-    """The bar on the real α-UMi vocabulary: §3.7 prompts, train-example inputs and edge cases."""
+    """The bar on the real α-UMi vocabulary: protocol.md §3.7 prompts, train-example inputs and edge cases."""
     from umi_edge.protocol.alpha_umi import encode
 
     folder, ours, _ = real_llama2

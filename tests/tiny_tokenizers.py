@@ -76,7 +76,7 @@ _PROSE = [
 
 
 def corpus() -> list[str]:
-    """α-UMi-like prompts (the §3.1 templates filled as in §3.7) plus varied prose; one string per text."""
+    """α-UMi-like prompts (protocol.md §3.1 templates filled as in §3.7) plus varied prose; one string a text."""
     doc = "".join(d + "\n" for d in _DOCS)
     names = ", ".join(json.loads(d)["Name"] for d in _DOCS)
     texts: list[str] = []

@@ -23,7 +23,7 @@ from .tools.retrieval import ToolRetriever
 
 TEAM_ROLES = ("planner", "caller", "summarizer")
 SINGLE_ROLES = ("backbone",)
-CONTEXT_MARGIN = 8  # the real-time reference keeps n_ctx - max_new_tokens - 8 prompt tokens (§4.4)
+CONTEXT_MARGIN = 8  # the real-time reference keeps n_ctx - max_new_tokens - 8 prompt tokens (protocol.md §4.4)
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Limits:
     """Per-run limits; each default says where it comes from."""
 
     max_steps: int = 8                  # planner turns; ModelScope's linear driver stops at 10, DFSDT paths at 4
-    planner_tokens: int = 512           # max_new_tokens of every reference runtime (§4.5)
+    planner_tokens: int = 512           # max_new_tokens of every reference runtime (protocol.md §4.5)
     caller_tokens: int = 512
     summarizer_tokens: int = 512
     backbone_tokens: int = 512          # the single-model baseline: thought + call or answer in one output
@@ -191,7 +191,7 @@ class _Run:
                        status=status, answer=answer, steps=self.steps, usage_by_role=dict(self.usage),
                        reason=reason)
 
-    # ---- the episode (§5.6 linear driver with §5.1 routing) ------------------------------------------
+    # ---- the episode (protocol.md §5.6 linear driver with §5.1 routing) ------------------------------------------
     def _episode(self) -> Iterator[Event]:
         proto = self.protocol_arg
         if proto is None or isinstance(proto, str):
@@ -352,7 +352,7 @@ class _Run:
         yield self._outcome("max_steps", reason=f"no answer after {self.limits.max_steps} steps")
 
     def _plan(self, step: int, docs, history):
-        """Planner turn with the empty-output retries (§4.6) and optional route completion; yields Plan."""
+        """Planner turn with the empty-output retries (protocol.md §4.6) and optional route completion; yields Plan."""
         proto = self.proto
         prompt = proto.planner_prompt(docs, history)
         usage, seconds, retries = Usage(), 0.0, 0

@@ -114,7 +114,7 @@ class LlamaServer(Server):
             "cache_prompt": spec.cache_prompt, "id_slot": -1 if spec.slot is None else spec.slot,
             "temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
             "min_p": sampling.min_p, "typical_p": 1.0, "samplers": _LLAMA_SAMPLERS, "seed": seed,
-            # no repetition penalties (protocol §4.5); the sampler list above already leaves them out
+            # no repetition penalties (protocol.md §4.5); the sampler list above already leaves them out
             "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "dry_multiplier": 0.0,
             "xtc_probability": 0.0, "mirostat": 0, "n_probs": 0,
             # the final chunk would otherwise echo the whole prompt back

@@ -42,7 +42,7 @@ class _Candidates:
 
 
 class RoleSampler:
-    """The chain (all samplers set explicitly, protocol §4.5) plus grammar handling for one role."""
+    """The chain (all samplers set explicitly, protocol.md §4.5) plus grammar handling for one role."""
 
     def __init__(self, model, sampling: Sampling):
         self.model = model

@@ -1,4 +1,4 @@
-"""The static metrics of the α-UMi evaluator (`evaluate-multi_agent.py`, protocol doc §6.5-6.6), reproduced
+"""The static metrics of the α-UMi evaluator (`evaluate-multi_agent.py`, protocol.md §6.5-6.6), reproduced
 to the bit on the same predictions: Plan ACC, Act. EM, Hallu., Arg F1 (easy/hard) and Rouge-L.
 
 The scoring parser lives here, not in `umi_edge.protocol`: it is the *evaluator's* definition of a step
@@ -35,7 +35,7 @@ class Step:
 
 
 def parse_step(text: str) -> Step:
-    """The evaluator's `parse_output` (§6.5); never raises."""
+    """The evaluator's `parse_output` (protocol.md §6.5); never raises."""
     if "Next: give up" in text:
         return Step(GIVE_UP)
     if "Next: conclusion" in text:

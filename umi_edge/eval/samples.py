@@ -1,5 +1,5 @@
 """Static-evaluation data: ToolBench-format test records → teacher-forced samples with their `reference`
-strings (protocol doc §6.1, §6.3), the train-example → test-record helper, and predictions.json I/O.
+strings (protocol.md §6.1, §6.3), the train-example → test-record helper, and predictions.json I/O.
 
 A test record is `{"tools": [{"Name", "function", "input"}], "instruction": str, "conversations":
 [{"from": "user|assistant|caller|observation|conclusion", "value": str}]}`. Walking each conversation
@@ -54,7 +54,7 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
 
 
 def check_records(records: Any, source: str = "DATA") -> list[dict]:
-    """Validate the §6.1 shape; errors name the record and field."""
+    """Validate the protocol.md §6.1 shape; errors name the record and field."""
     if not isinstance(records, list):
         raise UmiError(f"{source}: expected a JSON list of test records (tools, instruction, conversations)")
     for i, r in enumerate(records):
@@ -72,7 +72,7 @@ def check_records(records: Any, source: str = "DATA") -> list[dict]:
 
 
 def build_samples(records: Sequence[dict]) -> SampleSet:
-    """§6.3 `build_infer_samples`: one sample per marked assistant turn, with the running gold history."""
+    """protocol.md §6.3 `build_infer_samples`: one sample per marked assistant turn, with the running gold history."""
     out = SampleSet()
     for ri, rec in enumerate(records):
         conv = rec["conversations"]
@@ -109,7 +109,7 @@ def records_from_train_examples(
     caller: Sequence[dict] | None = None,
     summarizer: Sequence[dict] | None = None,
 ) -> list[dict]:
-    """Rebuild static test records (§6.1) from the α-UMi training examples (§6.2).
+    """Rebuild static test records (protocol.md §6.1) from the α-UMi training examples (§6.2).
 
     `planner` is either the `train-example/` folder (the three `train_{planner,caller,summarizer}.json`
     files are read from it) or the planner records, with `caller` and `summarizer` records alongside.
@@ -200,7 +200,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def oracle_predictions(samples: Iterable[StaticSample]) -> list[dict]:
-    """References fed back as predictions, in the §6.4 shape ("asssitant: " label included)."""
+    """References fed back as predictions, in the protocol.md §6.4 shape ("asssitant: " label included)."""
     out = []
     for s in samples:
         ref = s.reference

@@ -1,11 +1,11 @@
 """`umi-edge eval static`: teacher-forced step-level evaluation of a team on ToolBench-format test data,
-scored exactly as the α-UMi evaluator scores it (protocol doc §6).
+scored exactly as the α-UMi evaluator scores it (protocol.md §6).
 
-For every sample (§6.3) the planner sees the gold history; its output is post-processed (§4.6, strip
-included) and routed (§5.1, real-time rules: a marker-less plan gets " Next: caller."); then the caller
+For every sample (protocol.md §6.3) the planner sees the gold history; its output is post-processed (§4.6, strip
+included) and routed (protocol.md §5.1, real-time rules: a marker-less plan gets " Next: caller."); then the caller
 or the summarizer runs once on the *predicted* plan, with the plan in its history under `plan_label`
 (`assistant:` as in training, the default; `planner:` as the reference static pipeline). Prediction
-strings follow §6.4, "asssitant: " typo included, so the paper's own evaluator can score our file.
+strings follow protocol.md §6.4, "asssitant: " typo included, so the paper's own evaluator can score our file.
 Generation is single-shot per role (no empty-output retries) and the caller is unconstrained by
 default, as in the reference static pipeline; `constrained=True` (`--constrained`) decodes it under the
 runtime's tool-call grammar for the sample's tools instead.
@@ -123,7 +123,7 @@ def predict_sample(sample: StaticSample, roles: Mapping[str, Any], protocol: Any
             grammar = caller_grammar_for(sample.tools, _max_tokens(limits, role), grammars)
         gen = _generate(roles[role], protocol, prompt, _max_tokens(limits, role), cancel, grammar)
         tokens[role] = {"prompt": gen.n_prompt, "generated": gen.n_generated, "truncated": gen.n_truncated}
-        return protocol.postprocess_planner(gen.text)   # §4.6 steps 1-3; the static pipeline does 2-3 for all roles
+        return protocol.postprocess_planner(gen.text)   # protocol.md §4.6 1-3; static does 2-3 for all roles
 
     raw = run("planner", protocol.planner_prompt(sample.tools, history))
     route = protocol.route(raw)

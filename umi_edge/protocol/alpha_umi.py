@@ -1,6 +1,6 @@
 """The α-UMi ToolBench protocol (alpha-umi/toolbench-v1): templates, rendering, routing, parsing, encoding.
 
-Normative source: shared/docs/alpha-umi-protocol.md (§3, §4.2-4.6, §5). The checkpoints were trained on
+Reference: docs/protocol.md (protocol.md §3, §4.2-4.6, §5). The checkpoints were trained on
 these exact strings, so the templates keep their typos. Parsers never raise: any model output maps to a
 result the loop can act on.
 
@@ -39,7 +39,7 @@ SUMMARIZER_TEMPLATE = "Make a conclusion based on the conversation history:\n{hi
 TRUNK_TEMPLATE = "You have assess to the following apis:\n{doc}\nThe conversation history is:\n{history}"
 assert PLANNER_TEMPLATE.startswith(TRUNK_TEMPLATE) and CALLER_TEMPLATE.startswith(TRUNK_TEMPLATE)
 
-# §3.8 (ToolBench Tree_search_prompts.DIVERSITY_PROMPT): the user turn DFSDT adds when re-expanding a node.
+# protocol.md §3.8 (ToolBench Tree_search_prompts.DIVERSITY_PROMPT): the user turn DFSDT adds when re-expanding a node.
 DIVERSITY_TEMPLATE = (
     "This is not the first time you try this task, all previous trails failed.\nBefore you generate my thought "
     "for this state, I will first show you your previous actions for this state, and then you must generate "
@@ -50,16 +50,16 @@ DIVERSITY_TEMPLATE = (
 
 EOS_TEXT = "</s>"
 EOS = separator(EOS_TEXT)   # the template's own turn separator: the only text that becomes the EOS id
-SYSTEM_PREFIX = "system: "  # training only (§4.1); no reference inference path adds it
+SYSTEM_PREFIX = "system: "  # training only (protocol.md §4.1); no reference inference path adds it
 CUES = {"planner": " assistant: ", "caller": " caller: ", "summarizer": " conclusion: "}
 
-# Checked in this order (§5.1): give up first, then conclusion, caller is the default.
+# Checked in this order (protocol.md §5.1): give up first, then conclusion, caller is the default.
 MARKERS = (("give_up", "Next: give up."), ("conclusion", "Next: conclusion."), ("caller", "Next: caller."))
 NO_MARKER_SUFFIX = " Next: caller."  # real-time reference; the static pipeline appends it without the space
 EMPTY_OUTPUTS = ("", ".", ",")
 ROUTE_CHOICES = tuple(marker for _, marker in MARKERS)
 
-# History labels (§3.4); "planner" is accepted as an alias because the label is an artefact of training.
+# History labels (protocol.md §3.4); "planner" is accepted as an alias because the label is an artefact of training.
 _LABELS = {"user": "user", "assistant": "assistant", "planner": "assistant", "caller": "caller",
            "observation": "observation", "conclusion": "conclusion"}
 
@@ -74,7 +74,7 @@ def render_tool_names(docs: Iterable[Mapping]) -> str:
 
 
 def render_history(turns: Iterable[Turn | Mapping]) -> Prompt:
-    """§3.4: `<label>: <text></s>` per turn, except observations, which carry no `</s>`; each text is content."""
+    """protocol.md §3.4: `<label>: <text></s>` per turn, except observations (no `</s>`); each text is content."""
     out = []
     for turn in as_turns(turns):
         label = _LABELS.get(turn.role)
@@ -92,8 +92,9 @@ def fill(text: str, *, doc: str | None = None, tool_names: str | None = None,
     """The template `text` (trusted) with its placeholders replaced in one pass; the values are content
     (a rendered history keeps its separators). A placeholder whose value is None stays as written.
 
-    The reference uses str.replace in the order doc → tool_names → thought → history (§3.2), which splices
-    the history into a thought or tool doc that contains `{history}`; one pass gives the same text otherwise.
+    The reference uses str.replace in the order doc → tool_names → thought → history (protocol.md §3.2), which
+    splices the history into a thought or tool doc that contains `{history}`; one pass gives the same text
+    otherwise.
     """
     values = {"doc": doc, "tool_names": tool_names, "thought": thought, "history": history}
     pieces: list = []
@@ -108,7 +109,7 @@ def fill(text: str, *, doc: str | None = None, tool_names: str | None = None,
 
 
 def postprocess_planner(text: str) -> str:
-    """§4.6 steps 1-3 (real-time planner): strip, drop a leading ': ', empty-ish → 'none'."""
+    """protocol.md §4.6 steps 1-3 (real-time planner): strip, drop a leading ': ', empty-ish → 'none'."""
     text = text.strip()
     if text.startswith(": "):
         text = text[2:]
@@ -116,12 +117,12 @@ def postprocess_planner(text: str) -> str:
 
 
 def postprocess(text: str) -> str:
-    """§4.6 for the caller and the summarizer in the real-time reference: strip only."""
+    """protocol.md §4.6 for the caller and the summarizer in the real-time reference: strip only."""
     return text.strip()
 
 
 def is_empty(text: str) -> bool:
-    """True for the outputs the real-time reference retries the planner on (§4.6, §5.5)."""
+    """True for the outputs the real-time reference retries the planner on (protocol.md §4.6)."""
     text = text.strip()
     if text.startswith(": "):
         text = text[2:]
@@ -129,7 +130,7 @@ def is_empty(text: str) -> bool:
 
 
 def route(plan: str) -> Route:
-    """§5.1: give up → conclusion → caller; cut right after the first marker; no marker → caller."""
+    """protocol.md §5.1: give up → conclusion → caller; cut right after the first marker; no marker → caller."""
     for kind, marker in MARKERS:
         i = plan.find(marker)
         if i >= 0:
@@ -138,7 +139,7 @@ def route(plan: str) -> Route:
 
 
 def parse_call(text: str, names: Iterable[str] = ()) -> CallParse:
-    """§5.3 on the caller's text: last `Action:` (cut at `Action Input:`), last `Action Input:`; defaults.
+    """protocol.md §5.3 on the caller's text: last `Action:` (cut at `Action Input:`), last `Action Input:`; defaults.
 
     With `names` (the registered tools, for grammar-constrained output), a text shaped exactly
     `Action: <name>\nAction Input: <args>` is split by that structure first, so arguments that
@@ -164,7 +165,7 @@ def parse_call(text: str, names: Iterable[str] = ()) -> CallParse:
 
 
 def diversity_prompt(candidates: Sequence[Mapping], observation: str | None = None) -> str:
-    """§3.8: the DFSDT diversity user turn. `candidates`: one {"name", "arguments", "function_output",
+    """protocol.md §3.8: the DFSDT diversity user turn. `candidates`: one {"name", "arguments", "function_output",
     "mento-carlo-action-value"} per existing child action; `observation`: the node's, if it has one."""
     block = json.dumps([dict(c) for c in candidates], indent=2) + "\n"
     if observation is not None:
@@ -173,12 +174,12 @@ def diversity_prompt(candidates: Sequence[Mapping], observation: str | None = No
 
 
 def truncate_observation(text: str, limit: int = 1024) -> str:
-    """§5.4: obs[:limit] + '...' when longer than limit (Python characters)."""
+    """protocol.md §5.4: obs[:limit] + '...' when longer than limit (Python characters)."""
     return text[:limit] + "..." if len(text) > limit else text
 
 
 def encode(prompt: Prompt | str, tokenize: Callable[[str], Sequence[int]], bos_id: int, eos_id: int) -> list[int]:
-    """§4.2-4.3: BOS + the text between separators, each run tokenized on its own as plain text, joined by
+    """protocol.md §4.2-4.3: BOS + the text between separators, each run tokenized on its own as plain text, joined by
     the EOS id. A `Prompt` is split at its EOS segments only, so content never becomes EOS; a plain str is
     read as trusted text whose every `</s>` is a separator (a stored training input, a golden test)."""
     if isinstance(prompt, Prompt):
@@ -211,13 +212,13 @@ def encode_prompt(prompt: Prompt, tokenize: Callable[[str], Sequence[int]], bos_
 
 @dataclass(frozen=True)
 class AlphaUmi:
-    """Prompt assembly per role (§3.5) with the reference switches; defaults follow the real-time runtime."""
+    """Prompt assembly per role (protocol.md §3.5) with the reference switches; defaults: the real-time runtime."""
 
-    system_prefix: bool = False         # True: prepend 'system: ' as in training (§4.1), for A/B tests
-    plan_label: str = "assistant"       # "planner" reproduces the static pipeline's label (§6.3, §7.2)
+    system_prefix: bool = False         # True: prepend 'system: ' as in training (protocol.md §4.1), for A/B tests
+    plan_label: str = "assistant"       # "planner": the static pipeline's label (protocol.md §6.3, §7 item 2)
     doc_chars: int = 256                # tool-doc `function` truncation: 256 current code, 150 test set
     observation_chars: int = 1024       # --max_observation_length of the real-time reference
-    planner_attempts: int = 5           # generations while the planner output is empty, then 'none' (§4.6)
+    planner_attempts: int = 5           # generations while the planner output is empty, then 'none' (protocol.md §4.6)
 
     name = NAME
     roles = ("planner", "caller", "summarizer")
@@ -266,5 +267,5 @@ class AlphaUmi:
         return truncate_observation(text, self.observation_chars)
 
     def step_turns(self, plan: str, call: str, observation: str) -> tuple[Turn, Turn, Turn]:
-        """The history a caller step adds: plan, call, observation (§5.1, checklist item 8)."""
+        """The history a caller step adds: plan, call, observation (protocol.md §3.4, §5.1)."""
         return Turn("assistant", plan), Turn("caller", call), Turn("observation", observation)

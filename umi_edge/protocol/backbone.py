@@ -1,6 +1,6 @@
 """The α-UMi single-model baseline (alpha-umi/toolbench-backbone-v1): one model plans and calls.
 
-Protocol doc §3.1, `toolbench_backbone` (reference-only upstream): rendering and output parsing. It has the
+protocol.md §3.1, `toolbench_backbone` (reference-only upstream): rendering and output parsing. It has the
 single role "backbone"; `umi_edge.loop` runs it one output per step, for the paper's team-vs-one comparison.
 Untrusted text follows alpha_umi's rule: only the template's `</s>` separators become the EOS id.
 """
@@ -33,7 +33,7 @@ def strip_marker(plan: str) -> str:
 
 
 def render_history(turns: Iterable[Turn | Mapping]) -> Prompt:
-    """§3.1: each planner turn and the caller turn after it become one `assistant: <thought>\\n<call></s>`."""
+    """protocol.md §3.1: a planner turn and the caller turn after it become one `assistant: <thought>\\n<call></s>`."""
     turns = as_turns(turns)
     out, i = [], 0
     while i < len(turns):

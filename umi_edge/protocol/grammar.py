@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 log = logging.getLogger(__name__)
 
-# A leading space is allowed because SentencePiece models continue "caller: " with "▁Action" (§4.2).
+# A leading space is allowed because SentencePiece models continue "caller: " with "▁Action" (protocol.md §4.2).
 CALLER_PREFIX = "Action: "
 INPUT_SEPARATOR = "\nAction Input: "
 ROUTE_MARKERS = ("Next: caller.", "Next: conclusion.", "Next: give up.")
@@ -197,7 +197,7 @@ def route_grammar(routes: Iterable[str] | None = None) -> str:
     """GBNF completing a planner output that has no marker with exactly one of the three route markers
     (with `routes`, one of those kinds': caller / conclusion / give_up).
 
-    An optional newline first: the current α-UMi preprocessing writes `<thought>\\n Next: X.` (§3.6).
+    An optional newline first: the current α-UMi preprocessing writes `<thought>\\n Next: X.` (protocol.md §3.6).
     """
     markers = ROUTE_MARKERS if routes is None else [ROUTES[r] for r in routes]
     if not markers:

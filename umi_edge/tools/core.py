@@ -145,7 +145,7 @@ class Tool:
 
     # ---- rendering ----------------------------------------------------------------------------------
     def doc(self, max_chars: int = 256) -> dict:
-        """The α-UMi training-format doc line (§3.3): Name, function (prefixed, cut), input."""
+        """The α-UMi training-format doc line (protocol.md §3.3): Name, function (prefixed, cut), input."""
         if self.toolbench_doc is not None:
             return dict(self.toolbench_doc)
         function = f'This is the subfunction for tool "{self.toolkit or self.name}", you can use this tool.'
@@ -291,7 +291,7 @@ class ToolSet:
         return [t.doc(max_chars) for t in self]
 
     def resolve(self, action: str) -> tuple[Tool | None, bool]:
-        """(tool, suffix_match): exact name first, then the reference's endswith fallback (§5.4)."""
+        """(tool, suffix_match): exact name first, then the reference's endswith fallback (protocol.md §5.4)."""
         if action in self._tools:
             return self._tools[action], False
         if action and action != "none":  # the reference would match "" to the first tool; we do not

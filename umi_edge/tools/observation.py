@@ -12,7 +12,7 @@ MAX_MESSAGE = 2000   # characters of an exception message kept (the loop cuts ob
 
 
 def fault(message: str) -> str:
-    """Observation text for a fault, shaped like the reference environment's error responses (§5.4)."""
+    """Observation text for a fault, shaped like the reference environment's error responses (protocol.md §5.4)."""
     return json.dumps({"error": message, "response": ""}, ensure_ascii=False)
 
 
