@@ -70,7 +70,7 @@ def printable(text) -> str:
 # `umi-edge --help` stays fast and the runtime never imports conversion code.
 
 
-# --- run / chat / pull (D2) ------------------------------------------------------------------------
+# --- run / chat / pull ---------------------------------------------------------------------------
 # Exit codes of `run`: 0 when the loop finished (answered, gave_up or max_steps: the outcome's status
 # says which), 1 for an error (bad input, model or engine failure), 2 for a usage error, 124 when the
 # wall-clock budget ran out (timeout(1)'s code), 130 when cancelled (Ctrl-C).
@@ -479,7 +479,7 @@ def serve_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, 
     click.echo("umi-edge serve: stopped", err=True)
 
 
-# --- convert / inspect (engineer A) ------------------------------------------------------------------------
+# --- convert / inspect ----------------------------------------------------------------------------------
 
 @cli.command("convert")
 @click.argument("src")
@@ -554,7 +554,7 @@ def inspect_cmd(path, as_json):
         click.echo(f"{printable(k)}: {printable(v)}")
 
 
-# --- eval static / eval tasks (engineer E) -----------------------------------------------------------------
+# --- eval static / eval tasks ---------------------------------------------------------------------------
 
 STATIC_KEYS = ("n_samples", "plan_acc", "act_em", "hallu_rate", "arg_f1", "easy_arg_f1", "hard_arg_f1", "rouge_l")
 TASKS_KEYS = ("n_tasks", "success_rate", "give_up_rate", "hallucinated_calls", "fabrication_rate", "mean_steps",
@@ -824,7 +824,7 @@ def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, thr
         click.echo(line)
 
 
-# --- bench (engineer F) -----------------------------------------------------------------------------------
+# --- bench ---------------------------------------------------------------------------------------------
 
 @cli.group("bench", cls=_Group, invoke_without_command=True)
 @click.option("--set", "set_name", metavar="NAME", default="default", show_default=True,
