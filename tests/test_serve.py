@@ -160,11 +160,17 @@ def test_unconstrained_calls_the_client_cannot_run_become_faults_the_model_sees(
 
 def test_a_call_outside_the_client_tools_never_goes_to_the_client():
     """The call grammar rules it out; should an engine not enforce it, the call is a fault the model sees."""
-    team = fake_team([W_PLAN, W_PLAN], [CALL, W_CALL])
+    team = fake_team([W_PLAN, W_PLAN] * 2, [CALL, W_CALL] * 2)
     with LiveServer({"fake": team}) as s:
         r = s.client().chat.completions.create(model="fake", messages=QUESTION, tools=[WEATHER])
         assert r.choices[0].message.tool_calls[0].function.name == "weather"
         assert "No such function name: add" in team.roles["planner"].prompts[1]
+        _, _, body = http("POST", s.base + "/chat/completions",
+                          {"model": "fake", "messages": QUESTION, "tools": [WEATHER], "stream": True})
+    chunks = [json.loads(d) for d in sse_data(body)[:-1]]
+    calls = [tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert [tc["function"].get("name") for tc in calls if "id" in tc] == ["weather"]
+    assert json.loads("".join(tc["function"]["arguments"] for tc in calls)) == {"city": "Paris"}
 
 
 def test_a_conversation_after_an_answer_continues_as_a_new_user_turn():

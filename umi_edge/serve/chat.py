@@ -109,11 +109,12 @@ class ChatRun:
                     out += self._send_plan()
         elif e.kind == "call" and self.client_tools:
             self.call = e
-            if self.eager:
+            if self.eager and e.tool in self.tool_names:
                 out += self._send_head(e.tool) + self._delta_args(self._args.finish(e.arguments))
         elif e.kind == "observation":
             # the call ran in the server (a fault the model sees): it is not the client's
             self.call = self.plan = None
+            self._caller_raw, self._args = "", _Stripped()
         elif e.kind == "answer":
             out += self._content(self._answer.finish(e.text))
         elif e.kind == "give_up":
