@@ -119,6 +119,12 @@ def tiny_models_toml(tmp_path):
         max_tokens = 96
         max_steps = 2
         sampling = {{temperature = 1.0}}
+        [sets.tiny2]
+        model = "random"
+        tools = "umi_edge.tools.demo:TOOLS"
+        n_ctx = 1024
+        max_tokens = 96
+        max_steps = 1
     """))
     return tmp_path / "models.toml"
 
@@ -142,13 +148,14 @@ def _start(args, env=None):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_cli_serves_until_stopped(tiny_models_toml, stop):
-    proc, url, lines = _start(["--models", str(tiny_models_toml), "--set", "tiny", "--port", "0"])
+    proc, url, lines = _start(["--models", str(tiny_models_toml), "--set", "tiny,tiny2", "--port", "0"])
     try:
         assert url.startswith("http://127.0.0.1:")
-        assert "loading tiny" in lines[0]
+        assert "loading tiny, tiny2" in lines[0]
         status, _, body = http("GET", url + "/health")
         assert status == 200 and json.loads(body)["status"] == "ready"
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        assert [m.id for m in c.models.list()] == ["tiny", "tiny2"]
         r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
         assert r.model_extra["umi"]["status"] in ("answered", "gave_up", "max_steps")
         status, _, body = http("GET", url + "/")
