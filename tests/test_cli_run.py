@@ -221,3 +221,16 @@ def test_pull_default_set_is_a_cache_hit_once_fetched(default_model_home):
     (m,) = json.loads(r.stdout)["models"]
     assert (m["model"], m["status"], m["sha256"]) == (
         "smollm2-135m-instruct", "cached", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+
+
+def test_trace_and_chat_escape_control_characters_from_models_and_tools(env):
+    env.update(
+        planner=["Try. \x1b[2J Next: caller.", "Done. Next: conclusion."],
+        caller=['Action: explode\nAction Input: {"x": "\\u001b[31m"}'],
+        summarizer=["It is \x1b]0;pwned\x07 done.\nSecond line."],
+    )
+    r = invoke("chat", "--set", "fake", "--models", "models.toml", input="go\n")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "Try. \\x1b[2J" in r.stdout and "kaboom \\u001b[31m" in r.stdout    # tool output: JSON-escaped already
+    assert "answer: It is \\x1b]0;pwned\\x07 done.\nSecond line." in r.stdout     # line breaks kept

@@ -189,3 +189,26 @@ def test_unknown_protocol_fails_before_loading(fake_set, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown protocol 'chatml/v0'; valid: .*alpha-umi/toolbench-v1"):
         Team.load("fake", models=models, protocol="chatml/v0")
     assert "spec" not in seen
+
+
+def test_load_takes_a_backend_for_its_engines(tmp_path):
+    """The public seam: engines injected without touching the module's llama.cpp opener."""
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    models = tmp_path / "models.toml"
+    models.write_text('[models.m]\npath = "m.gguf"\n[sets.fake]\nmodel = "m"\ntools = "umi_edge.tools.demo:TOOLS"\n'
+                      'max_steps = 3\nmax_tokens = 32\nn_ctx = 256\n')
+    seen = {}
+
+    @contextlib.contextmanager
+    def backend(spec, paths):
+        seen.update(spec=spec.name, paths=dict(paths))
+        yield happy_roles()
+        seen["closed"] = True
+
+    with Team.load("fake", models=models, tools=[add], backend=backend) as team:
+        assert seen == {"spec": "fake", "paths": {r: tmp_path / "m.gguf" for r in team.roles}}
+        assert list(team.run("What is 2 + 40?"))[-1].status == "answered"
+    assert seen["closed"]
+    roles = happy_roles()
+    with Team.load("fake", models=models, tools=[add], backend=lambda spec, paths: roles) as team:
+        assert team.roles["planner"] is roles["planner"]     # a plain mapping is used as given

@@ -12,6 +12,7 @@ import sys
 import click
 
 from . import __version__
+from .engine.context import MIN_N_CTX
 from .errors import UmiError
 
 
@@ -49,11 +50,14 @@ def emit_json(obj) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, default=str).translate(_JSON_RAW_CONTROLS))
 
 
-def printable(text) -> str:
+def printable(text, *, newlines: bool = False) -> str:
     """`text` for a terminal: control, format and separator characters (escape sequences, bidi overrides,
-    newlines) shown as escapes, so text read from a file cannot drive the terminal or fake extra lines."""
+    newlines) shown as escapes, so text read from a file or written by a model or a tool cannot drive the
+    terminal or fake extra lines. `newlines`: keep line breaks (multi-line model and tool text)."""
     import unicodedata
 
+    if newlines:
+        return "\n".join(printable(line) for line in str(text).split("\n"))
     s = str(text)
     if s.isprintable():
         return s
@@ -140,7 +144,7 @@ def _team_options(fn):
         click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Planner turns at most."),
         click.option("--budget", "budget_seconds", type=_FiniteFloat(min=0, min_open=True), default=None,
                      help="Wall-clock budget per task, in seconds."),
-        click.option("--n-ctx", type=click.IntRange(min=16), default=None, help="Context size of every role."),
+        click.option("--n-ctx", type=click.IntRange(min=MIN_N_CTX), default=None, help="Context size of every role."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
         click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=None,
                      help="Layers to offload (Metal/CUDA builds); 0 = CPU."),
@@ -193,8 +197,8 @@ def _trace_line(event) -> str:
         extra.append(_usage_line(event.usage))
     if event.seconds:
         extra.append(f"{event.seconds:.2f}s")
-    head += f"  ({'; '.join(extra)})" if extra else ""
-    text = event.text.rstrip()
+    head = printable(head) + (f"  ({'; '.join(extra)})" if extra else "")
+    text = printable(event.text.rstrip(), newlines=True)    # model and tool text: no escape sequences
     return head + ("\n    " + text.replace("\n", "\n    ") if text else "")
 
 
@@ -345,9 +349,10 @@ def chat_cmd(ctx, set_name, models_path, tools_ref, max_steps, budget_seconds, n
             for line in _outcome_lines(outcome):
                 click.echo(line)
             if outcome.status == "answered":
-                click.echo(f"answer: {outcome.answer}")
+                click.echo(f"answer: {printable(outcome.answer, newlines=True)}")
             else:
-                click.echo(f"no answer ({outcome.status}){': ' + outcome.reason if outcome.reason else ''}")
+                reason = f": {printable(outcome.reason, newlines=True)}" if outcome.reason else ""
+                click.echo(f"no answer ({outcome.status}){reason}")
 
 
 # --- mcp: the team as an MCP server -------------------------------------------------------------------------
@@ -569,7 +574,7 @@ def _eval_team_options(fn):
         click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
                      help="A models.toml overlaid on the bundled one (default: $UMI_EDGE_MODELS)."),
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N."),
-        click.option("--n-ctx", type=click.IntRange(min=16), default=None, help="Context size of every role."),
+        click.option("--n-ctx", type=click.IntRange(min=MIN_N_CTX), default=None, help="Context size of every role."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
         click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
         click.option("--seed", type=int, default=None, help="Sampling seed."),
@@ -831,7 +836,7 @@ def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, thr
               help="Model set from models.toml to measure.")
 @click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
               help="A models.toml overlaid on the bundled one.")
-@click.option("--n-ctx", type=click.IntRange(min=64), default=2048, show_default=True,
+@click.option("--n-ctx", type=click.IntRange(min=MIN_N_CTX), default=2048, show_default=True,
               help="Context size of every role and every baseline llama_cpp.Llama.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for both sides (default: the engine's, half the cores for decoding).")

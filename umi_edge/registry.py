@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .engine.base import Sampling
+from .engine.context import MIN_N_CTX
 from .engine.remote import REMOTE_KEYS, check_sampling, remote_spec
 from .errors import ConfigError
 
@@ -441,6 +442,8 @@ def _role_spec(role: str, layer: dict[str, Any], where: str, registry: Registry)
     for k in ("n_ctx", "n_batch", "max_tokens"):
         if k in layer and layer[k] <= 0:
             raise ConfigError(f"{w}: {k} must be positive, got {layer[k]}")
+    if layer.get("n_ctx", MIN_N_CTX) < MIN_N_CTX:
+        raise ConfigError(f"{w}: n_ctx must be at least {MIN_N_CTX}, got {layer['n_ctx']}")
     for k in ("adapter", "adapter_sha256"):
         if isinstance(layer.get(k), list):
             if not layer[k] or not all(isinstance(a, str) for a in layer[k]):

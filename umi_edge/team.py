@@ -11,11 +11,22 @@ import contextlib
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Sequence, Union
 
+from .engine.base import RoleEngine
 from .errors import ConfigError, ModelError
 from .events import Event, Token
 from .registry import SetSpec, load_registry, protocol_roles, resolve_set
+
+if TYPE_CHECKING:
+    from .loop import Choice, Limits
+    from .protocol import AnyProtocol, Turn
+    from .tools import ToolSet
+
+# Team.load's engine seam: (the resolved set, role → GGUF path) → the role engines, or a context manager
+# yielding them that the Team exits when it closes. Default: llama.cpp contexts (_open_engines).
+Engines = Mapping[str, RoleEngine]
+Backend = Callable[[SetSpec, Mapping[str, Path]], Union[Engines, ContextManager[Engines]]]
 
 
 class Team:
@@ -23,11 +34,11 @@ class Team:
 
     def __init__(
         self,
-        roles: Mapping[str, Any],
+        roles: Mapping[str, RoleEngine],
         tools: Any = None,
         *,
         protocol: str = "alpha-umi/toolbench-v1",
-        limits: Any = None,
+        limits: Limits | None = None,
         constrained: bool = True,
         spec: SetSpec | None = None,
         tool_top_k: int = 0,
@@ -41,9 +52,9 @@ class Team:
         from .loop import Limits
         from .protocol import get_protocol
 
-        self.roles: dict[str, Any] = {r: roles[r] for r in wanted}
+        self.roles: dict[str, RoleEngine] = {r: roles[r] for r in wanted}
         self.protocol_name = protocol
-        self.protocol = get_protocol(protocol)
+        self.protocol: AnyProtocol = get_protocol(protocol)    # resolved once, here
         self.limits = limits if limits is not None else Limits()
         self.constrained = constrained
         self.spec = spec
@@ -72,10 +83,12 @@ class Team:
         download: bool = True,
         progress: bool = False,
         verbose: bool = False,
+        backend: Backend | None = None,
         **overrides: Any,
     ) -> "Team":
         """Load set `set_name` (default: $UMI_EDGE_SET or "default") from the bundled models.toml overlaid
         by `models`; `overrides` are flag-level settings (n_ctx=…, temperature=…, caller={…}, max_steps=…).
+        `backend` builds the role engines instead of llama.cpp (tests, apps with engines of their own).
 
         Everything cheap is checked before any weight is read: set, roles, model files, adapters, tools.
         """
@@ -108,7 +121,8 @@ class Team:
                 tool_timeout=spec.tool_timeout,
                 tool_isolation=spec.tool_isolation,
             )
-            with _open_engines(spec, paths, verbose=verbose) as (engines, shared, stack):
+            opened = _open_engines(spec, paths, verbose=verbose) if backend is None else _injected(backend, spec, paths)
+            with opened as (engines, shared, stack):
                 team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
                            spec=spec, tool_top_k=spec.tool_top_k)
                 team.models = shared
@@ -132,8 +146,8 @@ class Team:
         budget_seconds: float | None = None,
         cancel: threading.Event | None = None,
         on_token: Callable[[Token], None] | None = None,
-        history: Sequence[Any] = (),
-        choice: Any = None,
+        history: Sequence[Turn] = (),
+        choice: Choice | None = None,
     ) -> Iterator[Event]:
         """Run one task; yields typed events, the last one an `Outcome`. `tools` replaces the team's tools
         for this run (callables, OpenAI schemas, ToolBench docs, a ToolSet, or "module:ATTR"). `on_token`
@@ -151,8 +165,9 @@ class Team:
         limits = dataclasses.replace(self.limits, **changes) if changes else self.limits
         return self._run(query, toolset, limits, cancel or threading.Event(), on_token, tuple(history), choice)
 
-    def _run(self, query: str, toolset: Any, limits: Any, cancel: threading.Event, on_token=None, history=(),
-             choice=None) -> Iterator[Event]:
+    def _run(self, query: str, toolset: ToolSet, limits: Limits, cancel: threading.Event,
+             on_token: Callable[[Token], None] | None = None, history: Sequence[Turn] = (),
+             choice: Choice | None = None) -> Iterator[Event]:
         from .loop import run_team
 
         if not self._busy.acquire(blocking=False):
@@ -191,6 +206,15 @@ class Team:
     def __repr__(self) -> str:
         name = self.spec.name if self.spec else "custom"
         return f"<Team {name!r} roles={list(self.roles)} tools={len(self.tools)}>"
+
+
+@contextlib.contextmanager
+def _injected(backend: Backend, spec: SetSpec, paths: Mapping[str, Path]):
+    """_open_engines' shape for engines a Backend made: (engines, no shared models, the stack owning them)."""
+    with contextlib.ExitStack() as stack:
+        made = backend(spec, paths)
+        engines = stack.enter_context(made) if hasattr(made, "__enter__") else made
+        yield dict(engines), {}, stack
 
 
 @contextlib.contextmanager

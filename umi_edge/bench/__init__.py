@@ -106,13 +106,14 @@ def _in_process(config: BenchConfig, report: dict, want: set, progress) -> None:
             progress(f"decode: {d['umi_edge_tok_s']} vs {d['llama_cpp_python_tok_s']} tok/s "
                      f"(ratio {d['ratio_vs_llama_cpp_python']}; {d['ratio_vs_bandwidth_limit']} of the bandwidth limit)")
         if "constrained" in want:
+            from ..engine.context import output_limit
             from ..protocol.grammar import caller_grammar
 
             caller = team.roles["caller"]
             prompt = scenario.first_prompts(team.tools, team.protocol)["caller"]
             ids = team.protocol.encode(prompt, caller.tokenize, caller.bos_id, caller.eos_id)
             # the loop's own budget and grammar: at most half the context, string bounds fitted to it
-            budget = max(1, min(team.limits.max_tokens("caller"), caller.n_ctx // 2))
+            budget = output_limit(caller.n_ctx, team.limits.max_tokens("caller"))
             report["constrained"] = dec.constrained(
                 caller, ids, caller_grammar(team.tools, max_tokens=budget), max_tokens=budget,
                 repeats=config.repeats, progress=progress)

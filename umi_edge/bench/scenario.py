@@ -60,7 +60,7 @@ class ScriptedRole:
         self.outputs = deque(outputs)
         self.reuse = reuse
         self.bos_id, self.eos_id, self.n_ctx = role.bos_id, role.eos_id, role.n_ctx
-        self.has_trunk = getattr(role, "has_trunk", False)
+        self.has_trunk, self.enforces_grammar = role.has_trunk, role.enforces_grammar
 
     def tokenize(self, text: str) -> list[int]:
         return self.role.tokenize(text)
@@ -69,18 +69,17 @@ class ScriptedRole:
         return self.role.detokenize(ids)
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None, trunk: int = 0) -> Generation:
+                 cancel: threading.Event | None = None, trunk: int = 0, on_token=None) -> Generation:
         if not self.outputs:
             raise RuntimeError(f"scripted role {getattr(self.role, 'name', '?')!r} ran out of outputs")
         text = self.outputs.popleft()
         if not self.reuse:
             self.role.reset()
-        kw = {"trunk": trunk} if trunk else {}
-        g = self.role.generate(prompt, max_tokens=0, cancel=cancel, **kw)
+        g = self.role.generate(prompt, max_tokens=0, cancel=cancel, trunk=trunk)
         out = self.role.tokenize(text)
         if self.reuse and out:
             # what sampling would have left in the KV cache; decode work, not prompt work
-            self.role.generate(list(prompt) + out, max_tokens=0, cancel=cancel, **kw)
+            self.role.generate(list(prompt) + out, max_tokens=0, cancel=cancel, trunk=trunk)
         return Generation(text=text, tokens=tuple(out) + (self.eos_id,), stop_reason="eos", n_prompt=g.n_prompt,
                           n_reused=g.n_reused, n_evaluated=g.n_evaluated, n_generated=len(out) + 1,
                           n_truncated=g.n_truncated, prompt_seconds=g.prompt_seconds)

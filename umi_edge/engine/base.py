@@ -53,15 +53,19 @@ class Generation:
 
 
 class RoleEngine(Protocol):
-    """One role's context: its own KV cache, sampler chain and (optional) LoRA adapter.
+    """One role's context: its own KV cache, sampler chain and (optional) LoRA adapter. Everything the loop
+    uses is declared here; the llama (engine/llama.py), remote (engine/remote.py) and fake (engine/fake.py)
+    engines implement all of it.
 
-    Optional capabilities, read by the loop with these defaults when an engine lacks them: `has_trunk` (False;
-    see engine/llama.py) and `enforces_grammar` (True; a remote server that cannot enforce GBNF says False,
-    and the loop then passes it no grammar and validates its output as in an unconstrained run)."""
+    `has_trunk`: generate(trunk=n) evaluates the prompt's first n tokens under a trunk adapter of its own (the
+    others ignore `trunk`). `enforces_grammar`: False for a remote server that cannot enforce GBNF; the loop
+    then passes it no grammar and validates its output as in an unconstrained run."""
 
     bos_id: int
     eos_id: int
     n_ctx: int
+    has_trunk: bool
+    enforces_grammar: bool
 
     def tokenize(self, text: str) -> list[int]:
         """Plain text → ids: no BOS, no special-token parsing, the vocab's own space-prefix rule."""
@@ -75,7 +79,9 @@ class RoleEngine(Protocol):
         max_tokens: int,
         grammar: str | None = None,
         cancel: threading.Event | None = None,
+        trunk: int = 0,
         on_token: TokenCallback | None = None,
     ) -> Generation:
-        """Evaluate `prompt` (reusing the cached common prefix) and decode until EOS / max_tokens / cancel.
-        `on_token` streams the output: each token id of `Generation.tokens`, in order, as it is produced."""
+        """Evaluate `prompt` (reusing the cached common prefix; prompts longer than engine/context.py allows are
+        left-cut) and decode until EOS / max_tokens / cancel. `on_token` streams the output: each token id of
+        `Generation.tokens`, in order, as it is produced."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, Union
 
 from .base import Generation, TokenCallback
+from .context import left_cut
 
 BOS_ID, EOS_ID = 1, 2
 _OFFSET = 3  # ids 0-2 are unk/bos/eos, so character c is id ord(c) + 3
@@ -36,6 +37,7 @@ class FakeEngine:
 
     bos_id = BOS_ID
     eos_id = EOS_ID
+    enforces_grammar = True     # recorded, not enforced: the loop's behaviour is that of a constraining engine
 
     def __init__(self, outputs: Iterable[Output] = (), *, n_ctx: int = 1 << 20, name: str = "fake",
                  has_trunk: bool = False):
@@ -79,10 +81,7 @@ class FakeEngine:
             out = out(self.prompts[-1])
         if isinstance(out, str):
             out = Scripted(out)
-        truncated = 0
-        if len(prompt) > self.n_ctx - max_tokens - 8:
-            keep = max(self.n_ctx - max_tokens - 8, 1)
-            truncated, prompt = len(prompt) - keep, prompt[-keep:]
+        prompt, truncated = left_cut(prompt, self.n_ctx, max_tokens)
         reused = 0
         for a, b in zip(prompt, self._held):
             if a != b:

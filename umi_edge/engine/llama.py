@@ -34,12 +34,12 @@ _native.preload()   # before numpy (via .forced / .sampling): see _native.preloa
 from .base import Generation, Sampling, TokenCallback  # noqa: E402
 from .forced import ForcedText  # noqa: E402
 from .gguf_header import model_header  # noqa: E402
+from .context import MIN_N_CTX, left_cut, output_limit  # noqa: E402
 from .kv import check_context, model_shape  # noqa: E402
 from .sampling import RoleSampler  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-_CTX_MARGIN = 8         # the reference's n_ctx - max_new_tokens - 8
 _KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}    # ggml_type ids
 
 
@@ -161,6 +161,7 @@ class _ModelText:
     """tokenize / detokenize through the role's SharedModel (RoleEngine contract)."""
 
     model: SharedModel
+    enforces_grammar = True
 
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text)
@@ -314,12 +315,10 @@ class LlamaRole(_ModelText):
 
     def _generate(self, prompt, max_tokens, grammar, cancel, sampler, name, own, trunk, on_token) -> Generation:
         L = _native.lib()
-        max_tokens = max(0, min(max_tokens, self.n_ctx // 2))
-        budget = self.n_ctx - max_tokens - _CTX_MARGIN
-        n_truncated = max(0, len(prompt) - budget)
+        max_tokens = output_limit(self.n_ctx, max_tokens)
+        prompt, n_truncated = left_cut(prompt, self.n_ctx, max_tokens)
         if n_truncated:
-            prompt = prompt[n_truncated:]
-            log.info("role %s: prompt truncated, kept the last %d tokens (%d dropped)", name, budget, n_truncated)
+            log.info("role %s: prompt truncated, kept the last %d tokens (%d dropped)", name, len(prompt), n_truncated)
 
         # positions [0, trunk) are computed under the trunk adapters, the rest (and the output) under `own`;
         # the last prompt token is never trunk: its logits start the output
@@ -727,8 +726,8 @@ class LlamaBackend:
             raise ModelError(f"role {name!r}: a q8_0 V cache needs flash_attn=True")
         if not 1 <= n_seq <= 64:
             raise ModelError(f"role {name!r}: n_seq must be 1-64 (got {n_seq})")
-        if n_ctx < 64 or n_batch < 1:
-            raise ModelError(f"role {name!r}: n_ctx must be >= 64 and n_batch >= 1 (got {n_ctx}, {n_batch})")
+        if n_ctx < MIN_N_CTX or n_batch < 1:
+            raise ModelError(f"role {name!r}: n_ctx must be >= {MIN_N_CTX} and n_batch >= 1 (got {n_ctx}, {n_batch})")
         # before llama.cpp allocates: a too-large n_ctx failed only after minutes and gigabytes
         check_context(name, model.path, model_shape(model), n_ctx, type_k="f16" if type_k == "auto" else type_k,
                       type_v=type_v, memory=model.n_gpu_layers == 0)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError, EngineError
 from .base import Generation, Sampling, TokenCallback
+from .context import left_cut, output_limit
 from .remote_servers import SERVERS, Reply
 from .vocab import Vocab
 
@@ -36,7 +37,6 @@ LOCAL, REMOTE = "llama", "openai-completions"
 ENGINES = (LOCAL, REMOTE)
 REMOTE_KEYS = ("server", "base_url", "served_model", "api_key_env", "connect_timeout", "read_timeout",
                "cache_prompt", "slot")
-_CTX_MARGIN = 8            # the reference's n_ctx - max_new_tokens - 8, as the local engine
 _RETRY_DELAY = 0.5         # before the one retry of a failed connect
 _MAX_ERROR_BODY = 1 << 16  # an error page is read this far for its message
 _CANCEL_POLL = 0.01        # how often a running request looks at its cancel event (seconds)
@@ -335,8 +335,10 @@ class RemoteRole:
         return self.vocab.detokenize(ids)
 
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
-                 cancel: threading.Event | None = None, on_token: TokenCallback | None = None) -> Generation:
-        """Send `prompt` (cut to the last n_ctx - max_tokens - 8 tokens, as locally) and stream the answer."""
+                 cancel: threading.Event | None = None, trunk: int = 0,
+                 on_token: TokenCallback | None = None) -> Generation:
+        """Send `prompt` (cut to the last n_ctx - max_tokens - 8 tokens, as locally) and stream the answer.
+        `trunk` is ignored: a server has no trunk adapter (has_trunk is False)."""
         prompt = list(prompt)
         if not prompt:
             raise ValueError("generate() needs a non-empty prompt (start it with bos_id)")
@@ -347,9 +349,8 @@ class RemoteRole:
             return self._generate(prompt, max_tokens, grammar, cancel, on_token)
 
     def _generate(self, prompt, max_tokens, grammar, cancel, on_token) -> Generation:
-        max_tokens = max(0, min(max_tokens, self.n_ctx // 2))
-        n_truncated = max(0, len(prompt) - (self.n_ctx - max_tokens - _CTX_MARGIN))
-        prompt = prompt[n_truncated:]
+        max_tokens = output_limit(self.n_ctx, max_tokens)
+        prompt, n_truncated = left_cut(prompt, self.n_ctx, max_tokens)
         t0 = time.perf_counter()
         tokens: list[int] = []
 

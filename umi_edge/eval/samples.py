@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import UmiError
+from ..protocol.alpha_umi import MARKERS
 
 HISTORY_ROLES = ("user", "assistant", "caller", "observation", "conclusion")
-_MARKERS = ("Next: caller.", "Next: conclusion.", "Next: give up.")
+_MARKERS = tuple(marker for _, marker in MARKERS)
 
 
 @dataclass(frozen=True)

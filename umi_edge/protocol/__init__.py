@@ -1,7 +1,7 @@
 """Prompt protocols by versioned name; each module owns its templates, rendering and output parsers."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import ConfigError
 from .alpha_umi import NAME as ALPHA_UMI
@@ -9,14 +9,15 @@ from .alpha_umi import AlphaUmi
 from .backbone import NAME as BACKBONE
 from .backbone import Backbone
 from .base import CallParse, Prompt, Route, Segment, Turn
+from .interfaces import AnyProtocol, SingleProtocol, TeamProtocol
 
 DEFAULT = ALPHA_UMI
 
 # name -> factory(**options); a chat-template protocol, say, would register one more line here.
-PROTOCOLS: dict[str, Callable[..., Any]] = {ALPHA_UMI: AlphaUmi, BACKBONE: Backbone}
+PROTOCOLS: dict[str, Callable[..., AnyProtocol]] = {ALPHA_UMI: AlphaUmi, BACKBONE: Backbone}
 
 
-def get_protocol(name: str = DEFAULT, **options) -> Any:
+def get_protocol(name: str = DEFAULT, **options) -> AnyProtocol:
     """The protocol object registered under `name`, built with `options` (its switches)."""
     try:
         factory = PROTOCOLS[name]
@@ -28,5 +29,5 @@ def get_protocol(name: str = DEFAULT, **options) -> Any:
         raise ConfigError(f"protocol {name!r}: bad option ({e})") from None
 
 
-__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "Backbone", "CallParse", "Prompt", "Route",
-           "Segment", "Turn", "get_protocol"]
+__all__ = ["ALPHA_UMI", "BACKBONE", "DEFAULT", "PROTOCOLS", "AlphaUmi", "AnyProtocol", "Backbone", "CallParse", "Prompt",
+           "Route", "Segment", "SingleProtocol", "TeamProtocol", "Turn", "get_protocol"]

@@ -57,7 +57,6 @@ CUES = {"planner": " assistant: ", "caller": " caller: ", "summarizer": " conclu
 MARKERS = (("give_up", "Next: give up."), ("conclusion", "Next: conclusion."), ("caller", "Next: caller."))
 NO_MARKER_SUFFIX = " Next: caller."  # real-time reference; the static pipeline appends it without the space
 EMPTY_OUTPUTS = ("", ".", ",")
-ROUTE_CHOICES = tuple(marker for _, marker in MARKERS)
 
 # History labels (protocol.md §3.4); "planner" is accepted as an alias because the label is an artefact of training.
 _LABELS = {"user": "user", "assistant": "assistant", "planner": "assistant", "caller": "caller",

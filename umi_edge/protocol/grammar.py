@@ -14,13 +14,15 @@ import json
 import logging
 from typing import Any, Iterable, Mapping
 
+from .alpha_umi import MARKERS
+
 log = logging.getLogger(__name__)
 
 # A leading space is allowed because SentencePiece models continue "caller: " with "▁Action" (protocol.md §4.2).
 CALLER_PREFIX = "Action: "
 INPUT_SEPARATOR = "\nAction Input: "
-ROUTE_MARKERS = ("Next: caller.", "Next: conclusion.", "Next: give up.")
-ROUTES = {"caller": ROUTE_MARKERS[0], "conclusion": ROUTE_MARKERS[1], "give_up": ROUTE_MARKERS[2]}   # kind → marker
+ROUTES = {kind: marker for kind, marker in reversed(MARKERS)}   # kind → marker: caller, conclusion, give_up
+ROUTE_MARKERS = tuple(ROUTES.values())
 
 MAX_STRING = 256   # characters in an unbounded JSON string
 MAX_ITEMS = 16     # items in an unbounded JSON array
