@@ -22,6 +22,7 @@ from .engine.base import Sampling
 from .engine.context import MIN_N_CTX
 from .engine.remote import REMOTE_KEYS, check_sampling, remote_spec
 from .errors import ConfigError
+from .loop.limits import Limits
 
 ROLES = ("planner", "caller", "summarizer")   # the team protocol's roles
 ALL_ROLES = ROLES + ("backbone",)              # every role a set table may configure (per its protocol)
@@ -90,10 +91,11 @@ class SetSpec:
     protocol: str = "alpha-umi/toolbench-v1"
     # "module:ATTR", "mcp:COMMAND", "mcp+http://URL" or a [toolsources] name, or a tuple of those; None = no tools
     tools: str | tuple[str, ...] | None = "umi_edge.tools.demo:TOOLS"
-    max_steps: int = 8
-    budget_seconds: float | None = 600.0   # wall clock per task, so a rambling model cannot hold the machine
-    tool_timeout: float = 30.0    # per call; local tools answer in ms, a hung one must not stall the run
-    tool_isolation: str = "auto"  # where calls run: auto / thread / process (tools/isolation.py)
+    # the loop's limits: defaults (and their reasons) in loop/limits.py
+    max_steps: int = Limits.max_steps
+    budget_seconds: float | None = Limits.budget_seconds
+    tool_timeout: float = Limits.tool_timeout
+    tool_isolation: str = Limits.tool_isolation
     constrained: bool = True      # grammar-constrained caller and route completion
     tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
     prefix_cache: bool = True     # save / load the KV of the first prompt's fixed head (tool docs) on disk (warm.py)

@@ -1,6 +1,6 @@
 """The per-family converter contract: tensor names, tensor transforms, expected shapes, hyperparameters.
 
-A family subclasses ArchConverter, sets `gguf_arch`, `hf_architectures` and `defaults`, and overrides the
+A family subclasses ArchConverter, sets `gguf_arch` and `defaults`, and overrides the
 hooks it needs. Names come from gguf's TensorNameMap table and hparams from typed GGUFWriter setters, the
 way llama.cpp's convert_hf_to_gguf.py does it, so the values match what llama.cpp writes and reads.
 """
@@ -40,7 +40,6 @@ class ArchConverter:
     """One HF model family. Construct with the checkpoint's config.json dict."""
 
     gguf_arch: Any                      # gguf.MODEL_ARCH
-    hf_architectures: tuple[str, ...] = ()
     # transformers' config defaults for the keys we read: a minimal config.json then gives the values
     # llama.cpp writes (it reads configs through transformers.AutoConfig)
     defaults: dict[str, Any] = {}

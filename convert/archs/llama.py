@@ -20,7 +20,6 @@ def rope_permutation(n_rows: int, n_head: int) -> np.ndarray:
 
 
 class LlamaConverter(ArchConverter):
-    hf_architectures = ("LlamaForCausalLM",)
     defaults = {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 2048}
 
     def __init__(self, config: dict) -> None:
@@ -85,6 +84,5 @@ class LlamaConverter(ArchConverter):
 class MistralConverter(LlamaConverter):
     """Mistral is a Llama with GQA and a sliding window llama.cpp's `llama` arch does not use."""
 
-    hf_architectures = ("MistralForCausalLM",)
     defaults = {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 4096 * 32,
                 "num_key_value_heads": 8}

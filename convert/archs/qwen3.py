@@ -5,7 +5,6 @@ from .base import ArchConverter
 
 
 class Qwen3Converter(ArchConverter):
-    hf_architectures = ("Qwen3ForCausalLM",)
     defaults = {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 32768,
                 "num_key_value_heads": 32, "head_dim": 128}
 

@@ -43,20 +43,24 @@ def run_child(kind: str, args: dict, *, timeout: float = 900) -> tuple[dict, flo
     return result, result.get("peak_rss_mb") or fallback, t_spawn
 
 
-def kv_cache_mb(path, n_ctx: int, bytes_per_value: int = 2) -> float | None:
-    """The f16 K+V cache one context allocates at `n_ctx`, from the GGUF header (None if it lacks the keys)."""
+def kv_cache_mb(path, n_ctx: int) -> float | None:
+    """The f16 K+V cache one context allocates at `n_ctx`, from the GGUF header (None if it lacks the keys);
+    sized by engine/kv.py's KvShape, the rule the engine checks n_ctx with."""
     from pathlib import Path
 
     from ..engine._native import gguf_header
+    from ..engine.kv import KvShape
 
     arch = gguf_header(Path(path), ("general.architecture",)).get("general.architecture")
     keys = tuple(f"{arch}.{k}" for k in ("block_count", "embedding_length", "attention.head_count",
                                           "attention.head_count_kv"))
     head = gguf_header(Path(path), keys)
-    if arch is None or any(not isinstance(head.get(k), int) for k in keys):
+    if arch is None or any(not isinstance(head.get(k), int) or head[k] <= 0 for k in keys):
         return None
     n_layer, n_embd, n_head, n_head_kv = (head[k] for k in keys)
-    return 2 * n_layer * n_ctx * (n_embd // n_head) * n_head_kv * bytes_per_value / (1 << 20)
+    head_dim = n_embd // n_head
+    shape = KvShape(n_layer=n_layer, n_head_kv=n_head_kv, head_k=head_dim, head_v=head_dim, n_ctx_train=0)
+    return shape.bytes(n_ctx) / (1 << 20)
 
 
 def memory(args: dict, *, progress: Callable[[str], None] = lambda s: None) -> dict:

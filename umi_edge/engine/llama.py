@@ -183,7 +183,6 @@ class LlamaRole(_ModelText):
         # one adapter or a stack (e.g. a shared stage-1 LoRA + this role's stage-2 LoRA), summed by llama.cpp
         self.adapters: tuple[LoraAdapter, ...] = (() if adapter is None else (adapter,)
                                                   if isinstance(adapter, LoraAdapter) else tuple(adapter))
-        self.adapter = self.adapters[0] if len(self.adapters) == 1 else None
         # what a prompt's trunk (generate(trunk=n)) is evaluated under; None: the role's own adapters
         self.trunk_adapters: tuple[LoraAdapter, ...] | None = (
             None if trunk_adapter is None else (trunk_adapter,) if isinstance(trunk_adapter, LoraAdapter)
