@@ -676,23 +676,11 @@ def eval_static_cmd(ctx, data, set_name, models_path, limit, n_ctx, threads, tem
         click.echo(f"note: {note}", err=True)
 
 
-def _eval_tasks_set(task_path: str, limit, set_name, models_path, overrides: dict, verbose: bool, tag: str,
-                    shard: int = 0, shards: int = 1) -> dict:
-    """Load one set and run the task suite (every `shards`-th task from `shard`) on it; one line per task on
-    stderr (prefixed by `tag`). Top-level so that `--jobs` can run it in a child process."""
-    from .eval import tasks as etasks
-    from .team import Team
-
-    task_list = etasks.load_tasks(task_path, limit=limit)[shard::shards]
-
-    def progress(done, total, r):
-        mark = "ok  " if r.success else "FAIL"
-        click.echo(f"{tag}[{done}/{total}] {mark} {r.id}: {r.status}, {r.steps} steps, {r.seconds:.1f} s"
-                   + (f" — {r.failure}" if r.failure else ""), err=True)
-
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    with Team.load(set_name, models=models_path, progress=True, verbose=verbose, **overrides) as team:
-        return etasks.run_tasks(task_list, team, progress=progress)
+def _task_progress(tag: str, done: int, total: int, r) -> None:
+    """One line per task of `eval tasks` on stderr (module level: worker processes print it too)."""
+    mark = "ok  " if r.success else "FAIL"
+    click.echo(f"{tag}[{done}/{total}] {mark} {r.id}: {r.status}, {r.steps} steps, {r.seconds:.1f} s"
+               + (f" — {r.failure}" if r.failure else ""), err=True)
 
 
 def _tasks_line(report: dict) -> str:
@@ -718,37 +706,14 @@ def eval_tasks_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, threads
     """End-to-end task success on a JSONL task suite (format: `umi_edge.eval.tasks`). TASKS is a file, or
     `demo` / `heldout` / `unseen` for the bundled suites. One line per task on stderr; the summary on stdout.
     With --compare, every set runs the same tasks and the report has one entry per set."""
-    from pathlib import Path
+    from .eval.jobs import run_suite, suite_path
 
-    from .eval import tasks as etasks
-
-    path = Path(tasks_path)
-    if not path.exists() and tasks_path in ("demo", "heldout", "unseen"):
-        from importlib import resources
-
-        path = Path(str(resources.files("umi_edge").joinpath(f"data/tasks/{tasks_path}.jsonl")))
+    path = suite_path(tasks_path)
     overrides = dict(n_ctx=n_ctx, threads=threads, temperature=temperature, seed=seed, max_steps=max_steps)
     verbose = bool(ctx.find_root().params.get("verbose"))
     names = list(dict.fromkeys([set_name or os.environ.get("UMI_EDGE_SET") or "default", *compare]))
-    n_tasks = len(etasks.load_tasks(path, limit=limit))   # a bad task file fails here, before any model loads
-    shards = max(1, min(jobs, n_tasks))
-    # one unit per set and share of its tasks; a slow set no longer holds one process for the whole run
-    units = [(name, k) for name in names for k in range(shards)]
-    args = [(str(path), limit, name, models_path, overrides, verbose,
-             (f"{name} " if len(names) > 1 else "") + (f"{k + 1}/{shards} " if shards > 1 else ""), k, shards)
-            for name, k in units]
-    if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from .proc import exit_with_parent
-
-        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
-            parts = list(pool.map(_eval_tasks_set, *zip(*args)))
-    else:
-        parts = [_eval_tasks_set(*a) for a in args]
-    reports = [etasks.merge_shards([p for (n, _), p in zip(units, parts) if n == name]) for name in names]
+    reports = list(run_suite(path, names, models=models_path, limit=limit, overrides=overrides, jobs=jobs,
+                             verbose=verbose, progress=_task_progress).values())
     if len(names) == 1:
         report = reports[0]
         if as_json:
