@@ -129,40 +129,57 @@ def _tool_sources(ctx, param, value):
     return list(value) or None
 
 
-def _team_options(fn):
-    """Options shared by `run` and `chat`: which set, which models file, tools and per-run overrides."""
-    options = [
-        click.option("--set", "set_name", metavar="NAME", default=None,
-                     help="Model set from models.toml (default: $UMI_EDGE_SET or 'default')."),
-        click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
-                     help="A models.toml overlaid on the bundled one: its sets/models replace same-named "
-                          "ones (default: $UMI_EDGE_MODELS)."),
-        click.option("--tools", "tools_ref", metavar="SOURCE", multiple=True, callback=_tool_sources,
-                     help="Tools to offer (repeatable; sources combine): my_tools:TOOLS, path/to/file.py:TOOLS, "
-                          "'mcp:COMMAND LINE' (an MCP server on stdio), mcp+http://HOST:PORT/mcp, or a "
-                          "[toolsources] name from models.toml (default: the set's)."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Planner turns at most."),
-        click.option("--budget", "budget_seconds", type=_FiniteFloat(min=0, min_open=True), default=None,
-                     help="Wall-clock budget per task, in seconds."),
-        click.option("--n-ctx", type=click.IntRange(min=MIN_N_CTX), default=None, help="Context size of every role."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
-        click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=None,
-                     help="Layers to offload (Metal/CUDA builds); 0 = CPU."),
-        click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
-        click.option("--seed", type=int, default=None, help="Sampling seed."),
-        click.option("--tool-top-k", type=click.IntRange(min=0), default=None,
-                     help="With more tools than K, offer the planner and caller only the K ranked best against the "
-                          "task, per step; 0 offers every tool (default: the set's tool_top_k)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+def _options(*options):
+    """One decorator applying `options` in the order given (click's --help lists them so)."""
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+# the options every command that loads a team takes
+_SET_OPTIONS = (
+    click.option("--set", "set_name", metavar="NAME", default=None,
+                 help="Model set from models.toml (default: $UMI_EDGE_SET or 'default')."),
+    click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
+                 help="A models.toml overlaid on the bundled one: its sets/models replace same-named "
+                      "ones (default: $UMI_EDGE_MODELS)."),
+)
+_N_CTX = click.option("--n-ctx", type=click.IntRange(min=MIN_N_CTX), default=None, help="Context size of every role.")
+_THREADS = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role.")
+_SAMPLING = (click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
+             click.option("--seed", type=int, default=None, help="Sampling seed."))
+
+# `run`, `chat`, `serve`, `mcp`: which set, which models file, tools and per-run overrides
+_team_options = _options(
+    *_SET_OPTIONS,
+    click.option("--tools", "tools_ref", metavar="SOURCE", multiple=True, callback=_tool_sources,
+                 help="Tools to offer (repeatable; sources combine): my_tools:TOOLS, path/to/file.py:TOOLS, "
+                      "'mcp:COMMAND LINE' (an MCP server on stdio), mcp+http://HOST:PORT/mcp, or a "
+                      "[toolsources] name from models.toml (default: the set's)."),
+    click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Planner turns at most."),
+    click.option("--budget", "budget_seconds", type=_FiniteFloat(min=0, min_open=True), default=None,
+                 help="Wall-clock budget per task, in seconds."),
+    _N_CTX,
+    _THREADS,
+    click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=None,
+                 help="Layers to offload (Metal/CUDA builds); 0 = CPU."),
+    *_SAMPLING,
+    click.option("--tool-top-k", type=click.IntRange(min=0), default=None,
+                 help="With more tools than K, offer the planner and caller only the K ranked best against the "
+                      "task, per step; 0 offers every tool (default: the set's tool_top_k)."),
+)
 
 
 def _load_team(set_name, models_path, tools_ref, overrides, *, verbose=False):
+    """The one Team.load of the commands; an override left None keeps the set's value."""
     from .team import Team
 
-    return Team.load(set_name, models=models_path, tools=tools_ref, progress=True, verbose=verbose, **overrides)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if tools_ref is not None:
+        given["tools"] = tools_ref
+    return Team.load(set_name, models=models_path, progress=True, verbose=verbose, **given)
 
 
 def _usage_line(usage) -> str:
@@ -566,31 +583,19 @@ TASKS_KEYS = ("n_tasks", "success_rate", "give_up_rate", "hallucinated_calls", "
               "mean_seconds")
 
 
-def _eval_team_options(fn):
-    """Which team to evaluate, and the few per-run overrides that matter for a measurement."""
-    options = [
-        click.option("--set", "set_name", metavar="NAME", default=None,
-                     help="Model set from models.toml (default: $UMI_EDGE_SET or 'default')."),
-        click.option("--models", "models_path", type=click.Path(dir_okay=False), default=None,
-                     help="A models.toml overlaid on the bundled one (default: $UMI_EDGE_MODELS)."),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N."),
-        click.option("--n-ctx", type=click.IntRange(min=MIN_N_CTX), default=None, help="Context size of every role."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per role."),
-        click.option("--temperature", type=_FiniteFloat(min=0), default=None, help="0 = greedy."),
-        click.option("--seed", type=int, default=None, help="Sampling seed."),
-        click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+# `eval static / tasks / retrieval`: which team to evaluate, and the few overrides that matter for a measurement
+_eval_team_options = _options(
+    *_SET_OPTIONS,
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N."),
+    _N_CTX,
+    _THREADS,
+    *_SAMPLING,
+    click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object."),
+)
 
 
 def _eval_load_team(ctx, set_name, models_path, overrides):
-    from .team import Team
-
-    verbose = bool(ctx.find_root().params.get("verbose"))
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return Team.load(set_name, models=models_path, progress=True, verbose=verbose, **overrides)
+    return _load_team(set_name, models_path, None, overrides, verbose=bool(ctx.find_root().params.get("verbose")))
 
 
 def _pct(v) -> str:
