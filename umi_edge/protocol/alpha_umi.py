@@ -172,6 +172,17 @@ def diversity_prompt(candidates: Sequence[Mapping], observation: str | None = No
     return DIVERSITY_TEMPLATE.replace("{previous_candidate}", block)
 
 
+def tool_doc(name: str, toolkit: str, description: str, inputs: Mapping[str, tuple[str, object]],
+             max_chars: int = 256) -> dict:
+    """protocol.md §3.3: the training-format doc line of a tool. `inputs`: parameter → (JSON type, description
+    or None). The `function` text is prefixed and cut to `max_chars`; the name keeps its last 64 characters."""
+    function = f'This is the subfunction for tool "{toolkit}", you can use this tool.'
+    if description:
+        function += f'The description of this function is: "{description}"'
+    docs = {key: kind if desc is None else f"{kind}, {str(desc)[-256:]}" for key, (kind, desc) in inputs.items()}
+    return {"Name": name[-64:], "function": function[:max_chars], "input": docs}
+
+
 def truncate_observation(text: str, limit: int = 1024) -> str:
     """protocol.md §5.4: obs[:limit] + '...' when longer than limit (Python characters)."""
     return text[:limit] + "..." if len(text) > limit else text

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import ToolError
+from ..protocol.alpha_umi import tool_doc
 from .isolation import POOL, Where, check_mode, locate, process_supported, run_in_thread
 from .observation import describe, fault, serialize
 from .schema import function_schema
@@ -145,19 +146,14 @@ class Tool:
 
     # ---- rendering ----------------------------------------------------------------------------------
     def doc(self, max_chars: int = 256) -> dict:
-        """The α-UMi training-format doc line (protocol.md §3.3): Name, function (prefixed, cut), input."""
+        """The α-UMi training-format doc line (protocol.md §3.3), rendered by the protocol module."""
         if self.toolbench_doc is not None:
             return dict(self.toolbench_doc)
-        function = f'This is the subfunction for tool "{self.toolkit or self.name}", you can use this tool.'
-        if self.description:
-            function += f'The description of this function is: "{self.description}"'
         inputs = {}
         for key, prop in (self.parameters.get("properties") or {}).items():
             prop = prop if isinstance(prop, Mapping) else {}
-            kind = _doc_type(prop)
-            desc = prop.get("description")
-            inputs[key] = kind if desc is None else f"{kind}, {str(desc)[-256:]}"
-        return {"Name": self.name[-64:], "function": function[:max_chars], "input": inputs}
+            inputs[key] = (_doc_type(prop), prop.get("description"))
+        return tool_doc(self.name, self.toolkit or self.name, self.description, inputs, max_chars)
 
     # ---- execution ----------------------------------------------------------------------------------
     def worker_location(self, isolation: str = "auto") -> Where | None:
