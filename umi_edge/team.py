@@ -92,48 +92,8 @@ class Team:
 
         Everything cheap is checked before any weight is read: set, roles, model files, adapters, tools.
         """
-        from . import fetch
-
-        registry = load_registry(models)
-        spec = resolve_set(set_name, registry=registry, overrides=overrides)
-        from .protocol import get_protocol
-
-        get_protocol(spec.protocol)   # an unknown protocol name fails here, before any download or load
-        # MCP servers a tool source starts are closed if anything below fails, and owned by the Team once built
-        tool_stack = contextlib.ExitStack()
-        toolset = to_toolset(tools if tools is not None else spec.tools, tool_stack, registry.toolsources)
-        with tool_stack:
-            paths: dict[str, Path] = {}
-            by_model: dict[str, Path] = {}
-            for role, rs in spec.roles.items():
-                if rs.model not in by_model:
-                    by_model[rs.model] = fetch.model_path(registry.model(rs.model), download=download,
-                                                          progress=progress, set_name=spec.name)
-                paths[role] = by_model[rs.model]
-                _check_adapters(spec.name, role, rs)
-
-            from .loop import Limits
-
-            limits = Limits(
-                max_steps=spec.max_steps,
-                **{f"{role}_tokens": rs.max_tokens for role, rs in spec.roles.items()},
-                budget_seconds=spec.budget_seconds,
-                tool_timeout=spec.tool_timeout,
-                tool_isolation=spec.tool_isolation,
-            )
-            opened = _open_engines(spec, paths, verbose=verbose) if backend is None else _injected(backend, spec, paths)
-            with opened as (engines, shared, stack):
-                team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
-                           spec=spec, tool_top_k=spec.tool_top_k)
-                team.models = shared
-                team.paths = paths
-                if spec.prefix_cache:
-                    from .warm import attach
-
-                    attach(team)
-                team._stack.push(stack.pop_all())
-            team._stack.push(tool_stack.pop_all())
-        return team
+        return _load(cls, set_name, models=models, tools=tools, download=download, progress=progress,
+                     verbose=verbose, backend=backend, overrides=overrides)
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -206,6 +166,52 @@ class Team:
     def __repr__(self) -> str:
         name = self.spec.name if self.spec else "custom"
         return f"<Team {name!r} roles={list(self.roles)} tools={len(self.tools)}>"
+
+
+def _load(cls, set_name, *, models, tools, download, progress, verbose, backend, overrides) -> Team:
+    """Team.load: resolve the set, find its files and check every cheap thing, then open the engines."""
+    from . import fetch
+
+    registry = load_registry(models)
+    spec = resolve_set(set_name, registry=registry, overrides=overrides)
+    from .protocol import get_protocol
+
+    get_protocol(spec.protocol)   # an unknown protocol name fails here, before any download or load
+    # MCP servers a tool source starts are closed if anything below fails, and owned by the Team once built
+    tool_stack = contextlib.ExitStack()
+    toolset = to_toolset(tools if tools is not None else spec.tools, tool_stack, registry.toolsources)
+    with tool_stack:
+        paths: dict[str, Path] = {}
+        by_model: dict[str, Path] = {}
+        for role, rs in spec.roles.items():
+            if rs.model not in by_model:
+                by_model[rs.model] = fetch.model_path(registry.model(rs.model), download=download,
+                                                      progress=progress, set_name=spec.name)
+            paths[role] = by_model[rs.model]
+            _check_adapters(spec.name, role, rs)
+
+        from .loop import Limits
+
+        limits = Limits(
+            max_steps=spec.max_steps,
+            **{f"{role}_tokens": rs.max_tokens for role, rs in spec.roles.items()},
+            budget_seconds=spec.budget_seconds,
+            tool_timeout=spec.tool_timeout,
+            tool_isolation=spec.tool_isolation,
+        )
+        opened = _open_engines(spec, paths, verbose=verbose) if backend is None else _injected(backend, spec, paths)
+        with opened as (engines, shared, stack):
+            team = cls(engines, toolset, protocol=spec.protocol, limits=limits, constrained=spec.constrained,
+                       spec=spec, tool_top_k=spec.tool_top_k)
+            team.models = shared
+            team.paths = paths
+            if spec.prefix_cache:
+                from .warm import attach
+
+                attach(team)
+            team._stack.push(stack.pop_all())
+        team._stack.push(tool_stack.pop_all())
+    return team
 
 
 @contextlib.contextmanager

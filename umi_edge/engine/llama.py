@@ -275,7 +275,7 @@ class LlamaRole(_ModelText):
     @property
     def cached_tokens(self) -> tuple[int, ...]:
         """The token ids this role's KV cache holds (for tests and diagnostics; empty while a view holds it)."""
-        return self._held(0, None)
+        return self.held(0, None)
 
     def last_logits(self):
         """A numpy copy of the logits at the last evaluated position (e.g. after generate(..., max_tokens=0))."""
@@ -295,9 +295,14 @@ class LlamaRole(_ModelText):
         """Evaluate `prompt` past the cached common prefix, then decode until EOS / max_tokens / cancel.
         With a trunk adapter, the first `trunk` prompt tokens are evaluated under it (see `has_trunk`).
         `on_token` gets each output token id as it is produced (forced ones included)."""
-        return self._generate_for(None, prompt, max_tokens, grammar, cancel, trunk, on_token)
+        return self.generate_for(None, prompt, max_tokens, grammar, cancel, trunk, on_token)
 
-    def _generate_for(self, user, prompt, max_tokens, grammar, cancel, trunk=0, on_token=None) -> Generation:
+    # -- what a RoleView on this context uses ---------------------------------------------------------------
+    def owns(self, close) -> None:
+        """Run `close` when this context is freed (a view's native resources go with its host)."""
+        self._stack.callback(close)
+
+    def generate_for(self, user, prompt, max_tokens, grammar, cancel, trunk=0, on_token=None) -> Generation:
         """generate() for this role (user None) or for a RoleView on this context."""
         name, sampler = (self.name, self._sampler) if user is None else (user.name, user._sampler)
         if self.ctx is None:
@@ -496,7 +501,7 @@ class LlamaRole(_ModelText):
             self._kv, self._kv_adapters, self._user = self._seqs.pop(seq, ([], [], None))
             self._seq = seq
 
-    def _held(self, seq: int, user) -> tuple[int, ...]:
+    def held(self, seq: int, user) -> tuple[int, ...]:
         """The ids sequence `seq` holds if `user` used it last, else ()."""
         kv, _, last = (self._kv, None, self._user) if seq == self._seq else self._seqs.get(seq, ((), None, None))
         return tuple(kv) if last is user else ()
@@ -593,11 +598,11 @@ class RoleView(_ModelText):
         self.sampling = sampling
         self.bos_id, self.eos_id, self.n_ctx = host.bos_id, host.eos_id, host.n_ctx
         self._sampler = RoleSampler(host.model, sampling)
-        host._stack.callback(self._sampler.close)
+        host.owns(self._sampler.close)
 
     @property
     def cached_tokens(self) -> tuple[int, ...]:
-        return self.host._held(self.seq, self)
+        return self.host.held(self.seq, self)
 
     def last_logits(self):
         return self.host.last_logits()
@@ -617,7 +622,7 @@ class RoleView(_ModelText):
     def generate(self, prompt: Sequence[int], *, max_tokens: int, grammar: str | None = None,
                  cancel: threading.Event | None = None, trunk: int = 0,
                  on_token: TokenCallback | None = None) -> Generation:
-        return self.host._generate_for(self, prompt, max_tokens, grammar, cancel, trunk, on_token)
+        return self.host.generate_for(self, prompt, max_tokens, grammar, cancel, trunk, on_token)
 
 
 class LlamaBackend:
