@@ -80,6 +80,14 @@ class RoleSpec:
         """The adapter paths, stacked in this order (empty when none)."""
         return () if self.adapter is None else (self.adapter,) if isinstance(self.adapter, str) else self.adapter
 
+    @property
+    def adapter_sums(self) -> tuple[str | None, ...]:
+        """The expected sha256 of each adapter, in `adapters` order (None: not checked)."""
+        sums = self.adapter_sha256
+        if sums is None:
+            return (None,) * len(self.adapters)
+        return (sums,) if isinstance(sums, str) else sums
+
 
 @dataclass(frozen=True)
 class SetSpec:

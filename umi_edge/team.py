@@ -277,9 +277,7 @@ def _check_adapters(set_name: str, role: str, rs) -> None:
     """Every adapter exists and, where models.toml gives its sha256, matches it (before any weight loads)."""
     from .fetch import sha256_file
 
-    sums = () if rs.adapter_sha256 is None else (
-        (rs.adapter_sha256,) if isinstance(rs.adapter_sha256, str) else rs.adapter_sha256)
-    checks = [("adapter", path, sums[i] if sums else None) for i, path in enumerate(rs.adapters)]
+    checks = [("adapter", path, digest) for path, digest in zip(rs.adapters, rs.adapter_sums)]
     if rs.trunk_adapter is not None:
         checks.append(("trunk_adapter", rs.trunk_adapter, rs.trunk_adapter_sha256))
     for key, path, sha in checks:
