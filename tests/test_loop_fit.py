@@ -75,3 +75,20 @@ def test_truncation_setting_is_checked():
         assert "truncation must be one of head, left" in str(e)
     else:
         raise AssertionError("Limits accepted truncation='middle'")
+
+
+def test_truncation_is_a_set_key(tmp_path):
+    from umi_edge.registry import load_registry, resolve_set
+
+    models = tmp_path / "models.toml"
+    models.write_text('[models.m]\npath = "m.gguf"\n[sets.ref]\nmodel = "m"\ntruncation = "left"\n'
+                      '[sets.bad]\nmodel = "m"\ntruncation = "middle"\n')
+    registry = load_registry(models)
+    assert resolve_set("ref", registry=registry).truncation == "left"
+    assert resolve_set("default", registry=registry).truncation == "head"
+    try:
+        resolve_set("bad", registry=registry)
+    except ConfigError as e:
+        assert "[sets.bad]: truncation must be one of head, left, not 'middle'" in str(e)
+    else:
+        raise AssertionError("a bad truncation was accepted")

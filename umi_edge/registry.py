@@ -22,7 +22,7 @@ from .engine.base import Sampling
 from .engine.context import MIN_N_CTX
 from .engine.remote import REMOTE_KEYS, check_sampling, remote_spec
 from .errors import ConfigError
-from .loop.limits import Limits
+from .loop.limits import TRUNCATIONS, Limits
 
 ROLES = ("planner", "caller", "summarizer")   # the team protocol's roles
 ALL_ROLES = ROLES + ("backbone",)              # every role a set table may configure (per its protocol)
@@ -104,6 +104,7 @@ class SetSpec:
     budget_seconds: float | None = Limits.budget_seconds
     tool_timeout: float = Limits.tool_timeout
     tool_isolation: str = Limits.tool_isolation
+    truncation: str = Limits.truncation   # an overflowing prompt: "head" drops old steps, "left" the reference's cut
     constrained: bool = True      # grammar-constrained caller and route completion
     tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
     prefix_cache: bool = True     # save / load the KV of the first prompt's fixed head (tool docs) on disk (warm.py)
@@ -132,7 +133,7 @@ class Registry:
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
 _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name not in ("role", "remote")) + ("engine",) + REMOTE_KEYS
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
-             "tool_top_k", "tool_isolation", "prefix_cache", "kv_layout")
+             "tool_top_k", "tool_isolation", "prefix_cache", "kv_layout", "truncation")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
@@ -148,7 +149,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str, list), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
     "constrained": (bool,), "tool_top_k": (int,), "tool_isolation": (str,), "prefix_cache": (bool,),
-    "kv_layout": (str,),
+    "kv_layout": (str,), "truncation": (str,),
 }
 
 
@@ -267,6 +268,8 @@ def resolve_set(
         if set_vals["tool_isolation"] not in ISOLATIONS:
             raise ConfigError(f"{where}: tool_isolation must be one of {', '.join(ISOLATIONS)}, "
                               f"not {set_vals['tool_isolation']!r}")
+    if set_vals.get("truncation", Limits.truncation) not in TRUNCATIONS:
+        raise ConfigError(f"{where}: truncation must be one of {', '.join(TRUNCATIONS)}, not {set_vals['truncation']!r}")
     wanted = protocol_roles(set_vals.get("protocol", SetSpec.protocol), where)
     stray = [r for r in ALL_ROLES if per_role[r] and r not in wanted]
     if stray:

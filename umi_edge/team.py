@@ -198,6 +198,7 @@ def _load(cls, set_name, *, models, tools, download, progress, verbose, backend,
             budget_seconds=spec.budget_seconds,
             tool_timeout=spec.tool_timeout,
             tool_isolation=spec.tool_isolation,
+            truncation=spec.truncation,
         )
         opened = _open_engines(spec, paths, verbose=verbose) if backend is None else _injected(backend, spec, paths)
         with opened as (engines, shared, stack):
