@@ -269,7 +269,8 @@ def resolve_set(
             raise ConfigError(f"{where}: tool_isolation must be one of {', '.join(ISOLATIONS)}, "
                               f"not {set_vals['tool_isolation']!r}")
     if set_vals.get("truncation", Limits.truncation) not in TRUNCATIONS:
-        raise ConfigError(f"{where}: truncation must be one of {', '.join(TRUNCATIONS)}, not {set_vals['truncation']!r}")
+        raise ConfigError(f"{where}: truncation must be one of {', '.join(TRUNCATIONS)}, "
+                          f"not {set_vals['truncation']!r}")
     wanted = protocol_roles(set_vals.get("protocol", SetSpec.protocol), where)
     stray = [r for r in ALL_ROLES if per_role[r] and r not in wanted]
     if stray:
