@@ -822,10 +822,13 @@ def eval_retrieval_cmd(ctx, tasks_path, set_name, models_path, limit, n_ctx, thr
               help="Array size of the memory read-bandwidth probe.")
 @click.option("--kv-layout", "kv_layouts", metavar="LAYOUT[,...]", default=None,
               help="Also measure memory and prefill with the set's roles in these KV layouts (contexts, pool).")
+@click.option("--scale", type=click.Choice(["7b"]), default=None,
+              help="Instead: peak RSS and speed of each team layout on a random-weight model of this shape "
+                   "(n_ctx 4096; the GGUF is written once into the cache, 3.5 GiB for 7b).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
 def bench_cmd(ctx, set_name, models_path, n_ctx, threads, tokens, repeats, slow_repeats, sections, bandwidth_mb,
-              as_json, kv_layouts=None):
+              as_json, kv_layouts=None, scale=None):
     """Measure a model set side by side with stock llama-cpp-python: memory, prefix reuse, decode speed,
     constrained decoding and cold start, as ratios (progress on stderr, the table or JSON on stdout)."""
     if ctx.invoked_subcommand is not None:
@@ -833,6 +836,15 @@ def bench_cmd(ctx, set_name, models_path, n_ctx, threads, tokens, repeats, slow_
     from .bench import SECTIONS, BenchConfig, run_bench
     from .bench.render import table
 
+    if scale is not None:
+        from .bench.scale import run_scale, scale_table
+
+        report = run_scale(scale, threads=threads, progress=lambda s: click.echo(f"bench: {s}", err=True))
+        if as_json:
+            emit_json(report)
+        else:
+            click.echo(scale_table(report))
+        return
     chosen = tuple(s.strip() for s in sections.split(",") if s.strip()) if sections else SECTIONS
     layouts = tuple(x.strip() for x in kv_layouts.split(",") if x.strip()) if kv_layouts else ()
     from .layout import LAYOUTS

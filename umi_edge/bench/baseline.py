@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def stock_llama(path, *, n_ctx: int, threads: tuple[int, int] | None = None, n_batch: int = 512,
-                lora_path=None):
+                lora_path=None, n_gpu_layers: int = 0, use_mmap: bool = True):
     """`llama_cpp.Llama` with its own defaults, except the CPU buffer-type choice our engine makes too
     (on AMX CPUs llama.cpp's repack path crashed for Q4_1 here; see engine.llama._extra_bufts_default),
     so both sides run the same kernels. `threads`: (decode, prompt batch), as the engine uses them;
@@ -26,6 +26,7 @@ def stock_llama(path, *, n_ctx: int, threads: tuple[int, int] | None = None, n_b
     try:
         decode, batch = threads or (None, None)
         return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=decode, n_threads_batch=batch,
-                               n_batch=n_batch, verbose=False, lora_path=None if lora_path is None else str(lora_path))
+                               n_batch=n_batch, verbose=False, lora_path=None if lora_path is None else str(lora_path),
+                               n_gpu_layers=n_gpu_layers, use_mmap=use_mmap)
     finally:
         L.llama_model_default_params = orig

@@ -64,6 +64,25 @@ def _extra_bufts_default() -> bool:
         return True
 
 
+# ggml types the CPU backend repacks into buffers of its own (ggml-cpu/repack.cpp) when extra buffer types are
+# on: Q4_0 Q8_0 Q2_K Q4_K Q5_K Q6_K IQ4_NL MXFP4 Q1_0
+_REPACKED_TYPES = frozenset((2, 8, 10, 12, 13, 14, 20, 39, 41))
+
+
+def _repacked(path: Path) -> bool:
+    """Whether llama.cpp may repack some of the model's weights. It reads them from the file into a copy of
+    their own; mmapped, the file pages it read stay resident beside that copy (a q4_0 7B: 7.2 GB instead of
+    3.7), so such a model is read into memory instead of mapped (same load time and speed, measured)."""
+    from .gguf_header import read_header
+
+    try:
+        tensors = read_header(path, (), tensors=True).tensors or ()
+    except ModelError:
+        return False    # llama.cpp reports a bad file itself
+    # the token embeddings are looked up by row, never multiplied: llama.cpp keeps them in the mapped file
+    return any(t.type in _REPACKED_TYPES and not t.name.startswith("token_embd.") for t in tensors)
+
+
 class SharedModel:
     """One loaded llama_model (weights mmapped once) and its vocab; shared by every role on it."""
 
@@ -666,8 +685,9 @@ class LlamaBackend:
         L = _native.lib()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers
-        mp.load_mode = L.LLAMA_LOAD_MODE_MMAP
         mp.use_extra_bufts = _extra_bufts_default()
+        mp.load_mode = (L.LLAMA_LOAD_MODE_NONE if mp.use_extra_bufts and n_gpu_layers == 0 and _repacked(p)
+                        else L.LLAMA_LOAD_MODE_MMAP)
         _native.clear_errors()
         ptr = L.llama_model_load_from_file(str(p).encode("utf-8"), mp)
         if not ptr:
