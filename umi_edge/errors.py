@@ -1,4 +1,4 @@
-"""The exception tree. Library code raises these; only cli.py turns them into messages and exit codes."""
+"""The exception tree. Library code raises these; only the CLI (umi_edge/cli/) turns them into messages and exit codes."""
 
 
 class UmiError(Exception):
