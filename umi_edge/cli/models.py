@@ -49,11 +49,24 @@ def pull_cmd(set_name, models_path, outtype, force, as_json):
 @click.option("--base", type=click.Path(file_okay=False), default=None,
               help="For a PEFT LoRA adapter SRC: the base model folder (its config.json is enough); default: "
                    "the adapter's base_model_name_or_path.")
-def convert_cmd(src, out, outtype, role, revision, force, as_json, base):
-    """Convert a Hugging Face / PyTorch checkpoint (folder or repo id), or a PEFT LoRA adapter folder, to GGUF."""
+@click.option("--delta-from", "delta_from", metavar="BASE", default=None,
+              help="SRC is a full fine-tune of BASE: write W_SRC - W_BASE as a GGUF LoRA adapter (truncated SVD).")
+@click.option("--rank", default="auto", show_default=True,
+              help="With --delta-from: singular values kept per matrix, or auto (the fewest keeping --energy).")
+@click.option("--energy", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+              help="With --delta-from --rank auto: the fraction of each delta's squared norm to keep.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="With --delta-from: measure top-1 agreement and KL against the full role (converts both).")
+def convert_cmd(src, out, outtype, role, revision, force, as_json, base, delta_from=None, rank="auto", energy=0.9,
+                calibrate=True):
+    """Convert a Hugging Face / PyTorch checkpoint (folder or repo id), or a PEFT LoRA adapter folder, to GGUF;
+    with --delta-from BASE, a full fine-tune becomes a LoRA adapter on BASE."""
     from umi_convert import convert
     from umi_convert.lora import is_adapter
 
+    if delta_from is not None:
+        _convert_delta_cmd(src, delta_from, out, rank, energy, outtype, role, force, calibrate, as_json)
+        return
     if is_adapter(src):
         _convert_lora_cmd(src, out, base, outtype, role, force, as_json)
         return
@@ -69,6 +82,36 @@ def convert_cmd(src, out, outtype, role, revision, force, as_json, base):
                                                   if summary["role"] else ""))
     if summary["skipped"]:
         click.echo(f"skipped (not used by llama.cpp): {', '.join(summary['skipped'])}")
+
+
+def _convert_delta_cmd(src, base, out, rank, energy, outtype, role, force, calibrate, as_json) -> None:
+    from umi_convert.delta import convert_delta
+
+    if rank != "auto":
+        try:
+            rank = int(rank)
+        except ValueError:
+            raise click.BadParameter(f"{rank!r}: a positive integer or auto", param_hint="--rank") from None
+    summary = convert_delta(src, base, out, rank=rank, energy=energy, outtype="f16" if outtype == "auto" else outtype,
+                            role=role, force=force, calibrate=calibrate,
+                            progress=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)))
+    if as_json:
+        emit_json(summary)
+        return
+    r = summary["ranks"]
+    rank_text = f"rank {r['max']}" if r["min"] == r["max"] else f"ranks {r['min']}-{r['max']} (median {r['median']})"
+    click.echo(f"wrote {summary['output']} (LoRA adapter for {summary['architecture']} from the delta to "
+               f"{printable(summary['base'])}, {summary['pairs']} tensor pairs, {rank_text}, at least "
+               f"{summary['energy_kept_min']:.1%} of each delta's energy, {summary['size_bytes'] / 1e6:.1f} MB) "
+               f"in {summary['seconds']:.1f} s")
+    for n in summary["not_carried"]:
+        click.echo(f"not carried: {n['tensor']} (max |diff| {n['max_abs_diff']:.3g}, relative "
+                   f"{n['rel_diff']:.3g}): {n['why']}")
+    a = summary.get("agreement")
+    if a:
+        click.echo(f"agreement with the full role over {a['extracted']['positions']} positions of {a['prompts']} "
+                   f"prompts: top-1 {a['extracted']['top1']:.1%}, KL {a['extracted']['kl_mean']:.4g} "
+                   f"(base alone: top-1 {a['base']['top1']:.1%}, KL {a['base']['kl_mean']:.4g})")
 
 
 def _convert_lora_cmd(src, out, base, outtype, role, force, as_json) -> None:
