@@ -69,7 +69,8 @@ def main(out: str) -> None:
         return f'{r} = {{ adapter = "{adapters[r]}", max_tokens = {rs.max_tokens}{trunk}{share}{extra} }}'
 
     f16 = {n: shipped / f"{n}.gguf" for n in q8}
-    head = ('model = "smollm2-135m-instruct"\nprotocol = "alpha-umi/toolbench-v1"\ntools = "umi_edge.tools.demo:TOOLS"\n'
+    head = ('model = "smollm2-135m-instruct"\nprotocol = "alpha-umi/toolbench-v1"\n'
+            'tools = "umi_edge.tools.demo:TOOLS"\n'
             f"n_ctx = {spec.roles['planner'].n_ctx}\nmax_steps = {spec.max_steps}\ntool_top_k = {spec.tool_top_k}\n"
             'sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n')
     text = ""

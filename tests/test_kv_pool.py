@@ -135,7 +135,11 @@ def test_reset_and_the_disk_cache_work_per_pool(backend, model, tmp_path):
     g = host2.generate(prompt, max_tokens=0)          # restored into sequence 0 of a pool already in use
     assert g.n_reused == len(head)
     assert np.allclose(host2.last_logits(), host.last_logits(), atol=1e-5)
-    host2.reset()
+    other2.reset()                                    # a sequence's reset drops that sequence only
+    assert other2.cached_tokens == () and host2.cached_tokens[:len(head)] == tuple(head)
+    assert host2.generate(prompt, max_tokens=0).n_reused == len(prompt) - 1
+    other2.generate(_ids(model, "a conclusion"), max_tokens=0)
+    host2.reset()                                     # the host's drops them all
     assert host2.cached_tokens == () and other2.cached_tokens == ()
     assert host2.generate(prompt, max_tokens=0).n_reused == len(head)    # from disk again
 

@@ -22,7 +22,8 @@ TEXT = ("You have assess to the following apis: calculator, country facts, unit 
 def _write_model(path, *, seed: int = 0) -> None:
     bu = byte_unicode()
     tokens = ["<s>", "</s>"] + [bu[b] for b in range(256)] + ["th", "the"]
-    write_llama_gguf(path, tokens, ["t h", "th e"], n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_ctx=4096, seed=seed,
+    write_llama_gguf(path, tokens, ["t h", "th e"], n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_ctx=4096,
+                     seed=seed,
                      scale=0.2, embd_scale=1.0, out_scale=0.5)
 
 

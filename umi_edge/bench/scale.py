@@ -96,7 +96,8 @@ def run_scale(name="7b", *, n_ctx: int = 4096, threads: int | None = None, promp
         for layout in layouts:
             est = estimate(shape, layout, n_ctx, overhead, repack=repack)
             avail = available_memory()
-            row: dict = {"estimate_rss_mb": round(est["rss"] / MiB), "estimate_physical_mb": round(est["physical"] / MiB),
+            row: dict = {"estimate_rss_mb": round(est["rss"] / MiB),
+                         "estimate_physical_mb": round(est["physical"] / MiB),
                          "available_mb": None if avail is None else round(avail / MiB)}
             margin = max(2 << 30, est["physical"] // 4)    # the machine's other jobs keep some headroom
             if avail is not None and est["physical"] + margin > avail and not n_gpu_layers:
@@ -141,10 +142,15 @@ def _overheads(shape, n_ctx: int, rows: dict, overhead: dict, repack: bool) -> d
 def _ratios(report: dict) -> None:
     rows = report["layouts"]
     base = rows.get("single", {})
+
+    def rss_of(row):
+        return row.get("peak_rss_mb") if row.get("measured") else row.get("estimate_rss_mb")
+
     for layout, row in rows.items():
-        rss = row["peak_rss_mb"] if row.get("measured") else row["estimate_rss_mb"]
-        ref = base.get("peak_rss_mb") if base.get("measured") else base.get("estimate_rss_mb")
+        rss, ref, read = rss_of(row), rss_of(base), rss_of(rows.get("single_read", {}))
         row["rss_vs_single"] = round(rss / ref, 4) if ref else None
+        # the same weight memory on both sides: only the layout differs
+        row["rss_vs_single_read"] = round(rss / read, 4) if read else None
         row["rss_vs_single_is_estimate"] = not (row.get("measured") and base.get("measured"))
         for k in ("prompt_tok_s", "decode_tok_s"):
             if row.get(k) and base.get(k):
@@ -154,9 +160,13 @@ def _ratios(report: dict) -> None:
 def _paper(shape, n_ctx: int, overhead: dict, repack: bool) -> dict:
     """RSS (MB) of every layout from the shape's byte counts and the overheads, and the ratios to one Llama."""
     est = {layout: estimate(shape, layout, n_ctx, overhead, repack=repack)["rss"] / MiB for layout in LAYOUTS}
+    # the published three models each read rather than mapped: the same weight memory as single_read's
+    est["published_read"] = estimate(shape, "published", n_ctx, overhead, repack=False)["rss"] / MiB
     return {"weights_mb": round(shape.weight_bytes() / MiB), "kv_per_context_mb": round(shape.kv_bytes(n_ctx) / MiB),
             **{f"{k}_mb": round(v) for k, v in est.items()},
-            **{f"{k}_vs_single": round(v / est["single"], 4) for k, v in est.items() if k != "single"}}
+            **{f"{k}_vs_single": round(v / est["single"], 4) for k, v in est.items() if k != "single"},
+            **{f"{k}_vs_single_read": round(v / est["single_read"], 4) for k in ("pool", "contexts", "published_read")
+               for v in (est[k],)}}
 
 
 def _child(layout: str, args: dict, *, timeout: float = 1800) -> dict:
@@ -216,7 +226,8 @@ def _team(args: dict, layout: str) -> dict:
             g = engine.generate(ids, max_tokens=n)
             if role == "planner":
                 speed = {"prompt_tok_s": round(g.n_evaluated / g.prompt_seconds, 3),
-                         "decode_tok_s": round((g.n_generated - 1) / g.decode_seconds, 3) if g.n_generated > 1 else None}
+                         "decode_tok_s": (round((g.n_generated - 1) / g.decode_seconds, 3)
+                                          if g.n_generated > 1 else None)}
         contexts = len({id(getattr(e, "host", e)) for e in team.roles.values()})
         gpu = _gpu_used(args)
     return {**speed, "contexts": contexts, **gpu}
@@ -274,14 +285,18 @@ def scale_table(report: dict) -> str:
     s = report["shape"]
     lines = [f"{s['name']}: {s['n_layer']} layers, n_embd {s['n_embd']}, n_ff {s['n_ff']}, vocab {s['n_vocab']}, "
              f"q4_0 weights {report['files_mb']['model']} MB, n_ctx {report['n_ctx']}, f16 KV",
-             f"  {'layout':<10} {'peak RSS MB':>12} {'÷ single':>9} {'prompt ÷':>9} {'decode ÷':>9}"]
+             f"  {'layout':<11} {'peak RSS MB':>12} {'÷ single':>9} {'÷ read':>7} {'prompt ÷':>9} {'decode ÷':>9}"]
     for layout, r in report["layouts"].items():
         rss = f"{r['peak_rss_mb']:.0f}" if r.get("measured") else f"~{r['estimate_rss_mb']} (est.)"
-        ratio = "" if r.get("rss_vs_single") is None else f"{r['rss_vs_single']:.3f}" + ("*" if r["rss_vs_single_is_estimate"] else "")
-        lines.append(f"  {layout:<10} {rss:>12} {ratio:>9} {r.get('prompt_vs_single', ''):>9} {r.get('decode_vs_single', ''):>9}")
+        ratio = "" if r.get("rss_vs_single") is None else (
+            f"{r['rss_vs_single']:.3f}" + ("*" if r["rss_vs_single_is_estimate"] else ""))
+        read = "" if r.get("rss_vs_single_read") is None else f"{r['rss_vs_single_read']:.3f}"
+        speed = f"{r.get('prompt_vs_single', ''):>9} {r.get('decode_vs_single', ''):>9}"
+        lines.append(f"  {layout:<11} {rss:>12} {ratio:>9} {read:>7} {speed}")
     e = report["estimate_13b"]
-    lines.append("  13B (paper estimate, MB): " + ", ".join(f"{k} {e[k + '_mb']}" for k in LAYOUTS)
-                 + f"; pool ÷ single {e['pool_vs_single']}, published ÷ single {e['published_vs_single']}")
+    lines.append("  13B (paper estimate, MB): " + ", ".join(f"{k} {e[k + '_mb']}" for k in (*LAYOUTS, "published_read"))
+                 + f"; pool ÷ single {e['pool_vs_single']}, ÷ single_read {e['pool_vs_single_read']}; published "
+                 f"(read) ÷ single_read {e['published_read_vs_single_read']}")
     if any(r.get("rss_vs_single_is_estimate") for r in report["layouts"].values()):
         lines.append("  * from the formulas, not measured (not enough memory available for that layout)")
     return "\n".join(lines)

@@ -48,7 +48,8 @@ class Shape:
         return out
 
     def norms(self) -> list[str]:
-        return [f"blk.{i}.{n}_norm.weight" for i in range(self.n_layer) for n in ("attn", "ffn")] + ["output_norm.weight"]
+        layers = [f"blk.{i}.{n}_norm.weight" for i in range(self.n_layer) for n in ("attn", "ffn")]
+        return layers + ["output_norm.weight"]
 
     def weight_bytes(self) -> int:
         q = sum(r * c for _, r, c in self.matrices()) // Q4_0_BLOCK * Q4_0_BYTES

@@ -544,6 +544,17 @@ class LlamaRole(_ModelText):
                 kv.clear()
                 tags.clear()
 
+    def _drop(self, seq: int) -> None:
+        """Forget one sequence of the pool."""
+        with self._lock:
+            if seq == self._seq:
+                kv, tags = self._kv, self._kv_adapters
+            else:
+                kv, tags, _ = self._seqs.get(seq, ([], [], None))
+            _native.lib().llama_memory_seq_rm(self._mem, seq, -1, -1)
+            kv.clear()
+            tags.clear()
+
     def _forget_all(self) -> None:
         _native.lib().llama_memory_clear(self._mem, True)
         for kv, tags in [(self._kv, self._kv_adapters)] + [(k, t) for k, t, _ in self._seqs.values()]:
@@ -627,8 +638,12 @@ class RoleView(_ModelText):
         return self.host.last_logits()
 
     def reset(self) -> None:
-        """Forget the shared KV cache (the next prompt is evaluated in full), whoever holds it."""
-        self.host.reset()
+        """Forget the KV cache (the next prompt is evaluated in full): a sequence of its own (sequence()) only that,
+        else the host's whole context, whoever holds it."""
+        if self.seq:
+            self.host._drop(self.seq)
+        else:
+            self.host.reset()
 
     @property
     def has_trunk(self) -> bool:
