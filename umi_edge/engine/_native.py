@@ -71,6 +71,24 @@ def _install_logger(L) -> None:
     L.llama_log_set(_log_cb, None)
 
 
+def detokenize(vocab, ids, *, special: bool = False) -> str:
+    """Ids → text through llama_detokenize (`special`: spell special tokens out instead of dropping them)."""
+    if not ids:
+        return ""
+    import ctypes
+
+    L = lib()
+    arr = (L.llama_token * len(ids))(*ids)
+    size = max(64, 8 * len(ids))
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = L.llama_detokenize(vocab, arr, len(ids), buf, size, False, special)
+        if n >= 0:
+            return buf.raw[:n].decode("utf-8", "replace")
+        size = -n + 1
+    raise RuntimeError("llama_detokenize kept asking for a larger buffer")
+
+
 def clear_errors() -> None:
     _errors.clear()
 

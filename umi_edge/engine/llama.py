@@ -138,18 +138,7 @@ class SharedModel:
         """Ids → text; special tokens (BOS/EOS) render as nothing, and (like HF's decode) a SentencePiece
         vocab's first piece loses its dummy-prefix space."""
         self._check_open()
-        L = _native.lib()
-        if not ids:
-            return ""
-        arr = (L.llama_token * len(ids))(*ids)
-        size = max(64, 8 * len(ids))
-        for _ in range(2):
-            buf = ctypes.create_string_buffer(size)
-            n = L.llama_detokenize(self.vocab, arr, len(ids), buf, size, False, False)
-            if n >= 0:
-                return buf.raw[:n].decode("utf-8", "replace")
-            size = -n + 1
-        raise RuntimeError("llama_detokenize kept asking for a larger buffer")
+        return _native.detokenize(self.vocab, ids)
 
     def is_eog(self, token: int) -> bool:
         return bool(_native.lib().llama_vocab_is_eog(self.vocab, token))

@@ -106,18 +106,7 @@ class Vocab:
         """Ids → text. `special=False` renders special tokens as nothing (as a local role does);
         `special=True` spells them out (`</s>`), for servers that take the prompt as text."""
         self._check_open()
-        L = _native.lib()
-        if not ids:
-            return ""
-        arr = (L.llama_token * len(ids))(*ids)
-        size = max(64, 8 * len(ids))
-        for _ in range(2):
-            buf = ctypes.create_string_buffer(size)
-            n = L.llama_detokenize(self._vocab, arr, len(ids), buf, size, False, special)
-            if n >= 0:
-                return buf.raw[:n].decode("utf-8", "replace")
-            size = -n + 1
-        raise RuntimeError("llama_detokenize kept asking for a larger buffer")
+        return _native.detokenize(self._vocab, ids, special=special)
 
     def is_eog(self, token: int) -> bool:
         """An end-of-generation token (EOS, EOT): a server may report it among the output ids; a role's
