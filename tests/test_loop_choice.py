@@ -13,26 +13,7 @@ from umi_edge.protocol import Turn
 from umi_edge.protocol.grammar import caller_grammar, route_grammar
 from umi_edge.tools import ToolSet
 
-
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first number
-        b: the second number
-    """
-    return a + b
-
-
-def mul(a: int, b: int) -> int:
-    """Multiply two integers.
-
-    Args:
-        a: the first number
-        b: the second number
-    """
-    return a * b
-
+from serve_util import add, mul
 
 PLAN1 = "I need the sum.\n Next: caller."
 CALL1 = 'Action: add\nAction Input: {"a": 2, "b": 40}'
