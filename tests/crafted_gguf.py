@@ -1,6 +1,8 @@
 """Hand-built GGUF bytes for the header-reading tests: any count, length or type, valid or not."""
 from __future__ import annotations
 
+import contextlib
+import signal
 import struct
 from pathlib import Path
 
@@ -84,3 +86,22 @@ def rich_gguf(path: Path) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fails the test (instead of hanging the suite) when the body runs longer than `seconds`."""
+    def on_alarm(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

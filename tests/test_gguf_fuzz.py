@@ -3,8 +3,6 @@ case ends, under a time limit, in a summary or in our one-line ModelError; never
 A few hundred cases here (derandomized); thousands in the slow tier: `pytest -m slow tests/test_gguf_fuzz.py`."""
 from __future__ import annotations
 
-import contextlib
-import signal
 import struct
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crafted_gguf import rich_gguf
+from crafted_gguf import rich_gguf, time_limit
 from tiny_gguf import byte_unicode, write_llama_gguf
 from umi_convert import inspect_gguf
 from umi_edge.cli import cli
@@ -104,24 +102,6 @@ def mutated(draw, seeds: list[tuple[bytes, list[int], list[int], int]]) -> bytes
         else:
             del data[pos:pos + draw(st.integers(1, 24))]
     return bytes(data)
-
-
-class Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    def on_alarm(signum, frame):
-        raise Hang(f"a case ran over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def check_case(path: Path, data: bytes) -> None:

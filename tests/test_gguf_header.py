@@ -2,10 +2,8 @@
 clean line, fast; llama.cpp's own error lines reach the message; metadata cannot drive the terminal."""
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import signal
 import struct
 import textwrap
 from pathlib import Path
@@ -14,31 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from crafted_gguf import (ARRAY, STRING, U8, U32, gguf_bytes, kv, kv_array, kv_str, kv_u32, rich_gguf, s,
-                          tensor_info, write)
+                          tensor_info, time_limit, write)
 from umi_edge.cli import cli
 from umi_edge.engine.gguf_header import gguf_header, read_header
 from umi_edge.errors import ModelError
 
 ARCH = kv_str("general.architecture", "llama")
-
-
-class Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fails the test (instead of hanging the suite) when the body runs longer than `seconds`."""
-    def on_alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def one_line_error(result, *needles: str) -> str:
