@@ -533,8 +533,8 @@ class LlamaRole(_ModelText):
                 kv.clear()
                 tags.clear()
 
-    def _drop(self, seq: int) -> None:
-        """Forget one sequence of the pool."""
+    def drop_sequence(self, seq: int) -> None:
+        """Forget one sequence of the pool (a sequence view's reset)."""
         with self._lock:
             if seq == self._seq:
                 kv, tags = self._kv, self._kv_adapters
@@ -630,7 +630,7 @@ class RoleView(_ModelText):
         """Forget the KV cache (the next prompt is evaluated in full): a sequence of its own (sequence()) only that,
         else the host's whole context, whoever holds it."""
         if self.seq:
-            self.host._drop(self.seq)
+            self.host.drop_sequence(self.seq)
         else:
             self.host.reset()
 
