@@ -34,6 +34,13 @@ def test_invented_numbers_are_found():
     assert fabricated_numbers(None, [OBS]) == [] and fabricated_numbers("No numbers here.", []) == []
 
 
+def test_digits_glued_to_a_letter_name_something():
+    from umi_edge.eval.tasks import numbers_in
+
+    assert numbers_in("berth B12, ticket A1,340 and 1.5e3 m") == [1500]      # no "340" out of "A1,340"
+    assert fabricated_numbers("Ticket A1,340 is ready.", []) == []
+
+
 def test_runner_records_fabrications_and_the_report_rates_them():
     """Scripted team on three unseen tasks: a grounded answer, a fabricated one, and a give-up (no answer,
     so not in the rate's denominator)."""

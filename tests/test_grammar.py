@@ -4,6 +4,7 @@ parseable call naming a registered tool with schema-valid JSON arguments, finish
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import random
 
@@ -130,28 +131,32 @@ def test_random_sampling_yields_valid_calls_within_budget(vocab, tools, pretty, 
         _check_call(text, tools, "replace" if unicode else "strict")
 
 
+def admits(vocab, grammar: str, text: str) -> bool:
+    """Walk `text` through `grammar` one byte token at a time (ids 2..257 are the 256 bytes): False when the
+    grammar masks a byte, or masks EOS at the end (the text is unfinished)."""
+    g = L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    assert g, f"llama.cpp rejected the grammar:\n{grammar[:2000]}"
+    try:
+        data = (L.llama_token_data * 1)()
+        for b in text.encode():
+            data[0].id, data[0].logit, data[0].p = 2 + b, 0.0, 0.0
+            arr = L.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
+            L.llama_sampler_apply(g, ctypes.byref(arr))
+            if data[0].logit == float("-inf"):
+                return False
+            L.llama_sampler_accept(g, 2 + b)
+        data[0].id, data[0].logit = L.llama_vocab_eos(vocab), 0.0
+        arr = L.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
+        L.llama_sampler_apply(g, ctypes.byref(arr))
+        return data[0].logit != float("-inf")
+    finally:
+        L.llama_sampler_free(g)
+
+
 def test_grammar_rejects_what_it_must(vocab):
     """Walk fixed strings through the grammar: registered names and valid JSON only."""
     grammar = caller_grammar(TOOLS, max_tokens=512)
-
-    def accepts(text: str) -> bool:
-        g = L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-        try:
-            # feed byte tokens one by one (ids 2..257 are the 256 bytes); reject when the grammar masks one
-            data = (L.llama_token_data * 1)()
-            for b in text.encode():
-                data[0].id, data[0].logit, data[0].p = 2 + b, 0.0, 0.0
-                arr = L.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
-                L.llama_sampler_apply(g, ctypes.byref(arr))
-                if data[0].logit == float("-inf"):
-                    return False
-                L.llama_sampler_accept(g, 2 + b)
-            data[0].id, data[0].logit = L.llama_vocab_eos(vocab), 0.0
-            arr = L.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
-            L.llama_sampler_apply(g, ctypes.byref(arr))
-            return data[0].logit != float("-inf")     # EOS allowed only when the call is complete
-        finally:
-            L.llama_sampler_free(g)
+    accepts = functools.partial(admits, vocab, grammar)
 
     assert accepts('Action: calculator\nAction Input: {"expression": "1+2"}')
     assert accepts(' Action: weekday\nAction Input: {"date": "2024-01-01"}')

@@ -199,6 +199,7 @@ def _load(cls, set_name, *, models, tools, download, progress, verbose, backend,
             tool_timeout=spec.tool_timeout,
             tool_isolation=spec.tool_isolation,
             truncation=spec.truncation,
+            grounded_answers=spec.grounded_answers,
         )
         opened = _open_engines(spec, paths, verbose=verbose) if backend is None else _injected(backend, spec, paths)
         with opened as (engines, shared, stack):

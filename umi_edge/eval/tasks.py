@@ -48,6 +48,9 @@ _CHECK_KEYS = ("answer_contains", "answer_number", "tol", "rel_tol", "calls")
 _TASK_KEYS = ("id", "query", "tools", "expect", "check", "max_steps")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?"
                      r"(?:\s*(thousand|million|billion|trillion)\b)?", re.IGNORECASE)
+# a digit run glued to a letter ("B12", "A1,340") names something rather than states a number: none of it is
+# read, not even the part after its comma
+_GLUED = re.compile(r"(?<=[^\W\d])(?<![\d.][eE])\d+(?:[.,]\d+)*")   # (an exponent's digits are not glued)
 _SCALE = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
 
 
@@ -173,10 +176,14 @@ def resolve_tools(task: Task, cache: dict | None = None):
 
 # --- checks ------------------------------------------------------------------------------------------
 
+def _numbers(text: str):
+    return _NUMBER.finditer(_GLUED.sub(lambda m: " " * len(m.group()), text))
+
+
 def numbers_in(text: str) -> list[float]:
     """Every number written in `text`: "2,480.5" is 2480.5, "68.2 million" is 68200000."""
     out = []
-    for m in _NUMBER.finditer(text):
+    for m in _numbers(text):
         digits = m.group()[: m.start(1) - m.start()] if m.group(1) else m.group()
         value = float(digits.strip().replace(",", ""))
         out.append(value * _SCALE[m.group(1).lower()] if m.group(1) else value)
@@ -198,7 +205,7 @@ def fabricated_numbers(answer: str | None, grounds: Iterable[str]) -> list[float
     observations) contains, up to the precision the answer writes them with and their sign."""
     known = [abs(v) for g in grounds for v in numbers_in(g or "")]
     out = []
-    for m in _NUMBER.finditer(answer or ""):
+    for m in _numbers(answer or ""):
         (x,) = numbers_in(m.group())
         tol = max(_precision(m.group()), 1e-9 * abs(x))
         if not any(abs(abs(x) - g) <= tol for g in known):

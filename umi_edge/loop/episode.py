@@ -72,6 +72,14 @@ class Episode:
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
+    def answer_grammar(self) -> str | None:
+        """The summarizer's grammar: with grounded answers, numbers only from the query, calls and observations."""
+        if not (self.constrained and self.run.limits.grounded_answers):
+            return None
+        from ..protocol.grammar import answer_grammar
+
+        return answer_grammar(t.text for t in self.history if t.role in ("user", "caller", "observation"))
+
     def routes(self, step: int) -> tuple[str, ...] | None:
         """The routes this step may take (None: any)."""
         return self.choice.routes if self.choice is not None and step == self.first_step else None
@@ -115,7 +123,7 @@ class TeamEpisode(Episode):
             run.check()
             if route.kind == "conclusion":
                 c = yield from self.calls.prompt(step, "summarizer", lambda h: proto.summarizer_prompt(h, route.plan),
-                                                 self.history)
+                                                 self.history, grammar=self.answer_grammar())
                 answer = proto.postprocess(c.gen.text)
                 yield Answer(step=step, role="summarizer", text=answer, seconds=c.seconds, usage=Usage.of(c.gen))
                 yield run.outcome("answered", answer=answer)

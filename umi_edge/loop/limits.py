@@ -29,6 +29,9 @@ class Limits:
     # an overflowing prompt: "head" keeps the instructions and tool docs and drops the oldest whole history
     # turns; "left" is the reference's plain left cut (protocol.md §4.4), for static-eval parity
     truncation: str = "head"
+    # a constrained run's summarizer may write only numbers found in the query, the calls and the observations
+    # (protocol/grammar.py answer_grammar): values come from tools, never from the model's memory
+    grounded_answers: bool = True
 
     def __post_init__(self):
         for name in ("max_steps", "planner_tokens", "caller_tokens", "summarizer_tokens", "backbone_tokens",
@@ -44,6 +47,8 @@ class Limits:
         if self.tool_isolation not in ISOLATIONS:
             raise ConfigError(f"limits: tool_isolation must be one of {', '.join(ISOLATIONS)}, "
                               f"not {self.tool_isolation!r}")
+        if not isinstance(self.grounded_answers, bool):
+            raise ConfigError(f"limits: grounded_answers must be true or false, not {self.grounded_answers!r}")
         if self.truncation not in TRUNCATIONS:
             raise ConfigError(f"limits: truncation must be one of {', '.join(TRUNCATIONS)}, not {self.truncation!r}")
 

@@ -10,8 +10,10 @@ Required keys come first, in schema order. Free-form objects stay unbounded (no 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
+import re
 from typing import Any, Iterable, Mapping
 
 from .alpha_umi import MARKERS
@@ -232,3 +234,77 @@ def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, tho
     head = (f'root ::= thought "\\n" ( {" | ".join(ends)} )\nthought ::= [^\\n]{{1,{thought_chars}}}\n'
             'answer ::= [^\\x00]+\n')
     return head + call
+
+
+# --- grounded answers ---------------------------------------------------------------------------------------
+
+MAX_GROUNDED = 512            # number spellings in one answer grammar; more grounds than this leave it free
+_DIGIT_RUN = re.compile(r"\d+(?:[.,]\d+)*")
+_GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def _spellings(run: str) -> set[str]:
+    """How an answer may write the number(s) of one digit run found in a ground: as found, grouped or not
+    ("1340" / "1,340"), and rounded to fewer decimals ("34.2857" → "34.29", "34.3", "34")."""
+    parts = [run.replace(",", "")] if _GROUPED.fullmatch(run) else run.split(",")   # "1,2,3" is a list
+    out = {run} if _GROUPED.fullmatch(run) else set()
+    for part in parts:
+        if part.count(".") > 1:            # a version or a date written with dots: its parts as found
+            out.update(part.split("."))
+            continue
+        out.add(part)
+        whole, _, frac = part.partition(".")
+        forms = [whole] + [f"{float(part):.{k}f}" for k in range(1, min(len(frac), 3))] if frac else [whole]
+        for form in forms:
+            w, dot, f = form.partition(".")
+            out.add(form)
+            if len(w) > 3:
+                out.add(f"{int(w):,}" + dot + f)
+    return out
+
+
+def grounded_numbers(grounds: Iterable[str]) -> list[str]:
+    """Every spelling of every number written in `grounds` (the query, the calls, the observations)."""
+    out: set[str] = set()
+    for text in grounds:
+        for m in _DIGIT_RUN.finditer(text or ""):
+            out |= _spellings(m.group())
+    return sorted(out, key=lambda s: (len(s), s))
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_ranges() -> str:
+    """Every Unicode decimal digit (category Nd: "0"-"9", "٠"-"٩", ...) as GBNF character-class ranges."""
+    import sys
+    import unicodedata
+
+    ranges: list[list[int]] = []
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp)) == "Nd":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(f"\\U{a:08X}-\\U{b:08X}" for a, b in ranges)
+
+
+def answer_grammar(grounds: Iterable[str]) -> str | None:
+    """GBNF for a summarizer's answer in which every number is one written in `grounds` (or a rounding of
+    one): any text, but a run of digits (with inner "." / ",") must be one of those spellings as a whole and
+    cannot run on into more digits. None when the grounds hold more than MAX_GROUNDED spellings.
+
+    The answer's numbers then come from the query, the calls and the observations by construction (the task
+    check `eval.tasks.fabricated_numbers` measures the same thing after the fact); which one is right is still
+    the model's to pick, and arithmetic belongs in a tool call (the calculator), as in training."""
+    numbers = grounded_numbers(grounds)
+    if len(numbers) > MAX_GROUNDED:
+        return None
+    other = f"[^.,{_digit_ranges()}]"     # no digit of any script outside a grounded number
+    if not numbers:
+        return f"root ::= ( {other} | [.,] )*\n"
+    # s0: anywhere a number may start; s1: right after a number; s2: after a number and "." or ","
+    return ("root ::= s0\n"
+            f"s0 ::= ( {other} s0 | [.,] s0 | num s1 )?\n"
+            f"s1 ::= ( {other} s0 | [.,] s2 )?\n"
+            f"s2 ::= ( [^{_digit_ranges()}] s0 )?\n"
+            f"num ::= {' | '.join(literal(n) for n in numbers)}\n")
