@@ -1,0 +1,332 @@
+"""Full fine-tuning (all weights, not LoRA) of SmolLM2-135M on the GLPFT data, then role deltas extracted from it:
+the small-scale quality study of `umi-edge convert ROLE --delta-from BASE` (docs/scale.md, "Role deltas").
+
+The GLPFT stage-1 way, to stay affordable on CPU: ONE model trained on all three roles' samples and used for
+every role. Training starts from the shipped Q4_1 GGUF dequantized into transformers (train.load_model), and
+that starting point is saved too (base-hf/), so W_full - W_base is exactly what training added. Then:
+
+    full-hf/, base-hf/            the trained and the starting model as HF folders (safetensors + tokenizer)
+    gguf/full.<outtype>.gguf      the full model for llama.cpp (umi_convert.pipeline.convert)
+    gguf/delta-r<N>.gguf          W_full - W_base as a LoRA adapter on the shipped base, one per [export] rank
+    deltas.json                   each extraction's summary (ranks, energy kept, size, tensors not carried,
+                                  agreement with the full model), as `umi-edge convert --delta-from --json`
+    models.toml                   sets `full` and `delta-r<N>` for one `umi-edge eval tasks ... --compare` run
+    loss.csv, summary.json
+
+    python recipes/glpft/full.py --out /work/delta-out/135m [--probe 3] [--smoke] [--config recipes/glpft/full.toml]
+
+A killed run resumes: training from out/checkpoints/full.pt (every `checkpoint_every` steps), and every export
+step whose output exists is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import hashlib
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import generate  # noqa: E402
+import train  # noqa: E402
+from train import IGNORE, TEAM, RecipeError  # noqa: E402
+
+FULL_SET = "full"
+
+
+def load_config(path: Path, smoke: bool = False) -> dict:
+    try:
+        cfg = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe config ({e})") from None
+    for section in ("base", "data", "train", "export"):
+        if section not in cfg:
+            raise RecipeError(f"{path}: missing [{section}]; start from recipes/glpft/full.toml")
+    for key in ("steps", "lr", "batch", "max_len", "seed"):
+        if key not in cfg["train"]:
+            raise RecipeError(f"{path}: [train] lacks {key}; start from recipes/glpft/full.toml")
+    if smoke:
+        s = cfg.get("smoke", {})
+        cfg["data"]["episodes"] = s.get("episodes", 6)
+        cfg["train"].update(max_len=s.get("max_len", 160), batch=s.get("batch", 1), steps=s.get("steps", 2),
+                            lr=s.get("lr", 1e-4), warmup=0)
+        cfg["export"].update(ranks=s.get("ranks", [4]), calibrate=s.get("calibrate", False))
+    for r in cfg["export"].get("ranks", []):
+        if r != "auto" and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise RecipeError(f"{path}: [export] ranks: {r!r} is not a positive integer or \"auto\"")
+    return cfg
+
+
+def train_full(model, samples, *, steps: int, lr: float, cfg: dict, log: list, device: str = "cpu",
+               ckpt: Path | None = None):
+    """Train every weight of `model` on `samples` ((ids, labels, trunk) as train.encode_records makes them):
+    AdamW, linear warm-up then linear decay, gradient accumulation of single samples (`batch` per step), loss
+    on the labelled tokens. The loop is train.train_lora's (same sampler, shared prompt head, bf16 autocast,
+    clipping), with the model's own weights as the parameters. With `ckpt`, the whole state (weights, AdamW
+    moments, schedule, sampler) is saved every `checkpoint_every` steps and a run that finds it resumes."""
+    import torch
+    import torch.nn.functional as F
+
+    t = cfg["train"]
+    if not samples:
+        raise RecipeError("full: no training samples")
+    torch.manual_seed(t["seed"])
+    params = list(model.parameters())   # tied embeddings appear once
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = min(t.get("warmup", 0), max(steps - 1, 0))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: (i + 1) / (warm + 1) if i < warm else max(0.0, (steps - i) / max(1, steps - warm)))
+    rng = random.Random(t["seed"])
+    order: list[int] = []
+    if t.get("bf16", False):
+        autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
+
+    # transformers 5 names the KV cache `cache` (in and out), 4.x `past_key_values` (as in train.train_lora)
+    cache_kw = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+
+    def run(ids, cache):
+        kw = {cache_kw: cache} if cache is not None else {}
+        out = model.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kw)
+        new = getattr(out, "cache", None)
+        return out.last_hidden_state, getattr(out, "past_key_values", None) if new is None else new
+
+    prefix = train.shared_prefix([ids for ids, *_ in samples]) if t.get("shared_prefix", False) else []
+    key = {"stage": "full", "steps": steps, "lr": lr, "batch": t["batch"], "seed": t["seed"],
+           "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
+    done, elapsed, mine = 0, 0.0, []
+    if ckpt is not None and ckpt.exists():
+        done, elapsed, order, mine = _resume(ckpt, key, model, opt, sched, rng)
+        log.extend(mine)
+        print(f"full resumed at step {done}/{steps} from {ckpt}", flush=True)
+    every = t.get("checkpoint_every", 0) if ckpt is not None else 0
+    model.train()
+    t0 = time.monotonic() - elapsed
+    for step in range(done + 1, steps + 1):
+        batch = []
+        for _ in range(t["batch"]):
+            if not order:
+                order = list(range(len(samples)))
+                rng.shuffle(order)
+            batch.append(samples[order.pop()])
+        n_target = sum(sum(1 for x in labels[1:] if x != IGNORE) for _, labels, _ in batch)
+        total = 0.0
+        cache = None
+        if prefix and any(ids[:len(prefix)] == prefix for ids, _, _ in batch):
+            with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current weights
+                cache = run(prefix, None)[1]
+        for ids, labels, _tr in batch:
+            start = len(prefix) if cache is not None and ids[:len(prefix)] == prefix else 0
+            kv = copy.deepcopy(cache) if start else None
+            y = torch.tensor(labels[start + 1:], device=device)
+            pos = (y != IGNORE).nonzero().squeeze(1)
+            with autocast():
+                hidden = run(ids[start:], kv)[0][0, :-1]
+                logits = model.lm_head(hidden[pos]).float()
+            loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if not math.isfinite(total):
+            raise RecipeError(f"full: loss is {total} at step {step}; lower the learning rate")
+        mine.append({"stage": "full", "role": "all", "step": step, "loss": round(total, 5), "target_tokens": n_target,
+                     "lr": sched.get_last_lr()[0], "seconds": round(time.monotonic() - t0, 2)})
+        log.append(mine[-1])
+        print(f"full all step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s", flush=True)
+        if every and (step % every == 0 or step == steps):
+            torch.save({"key": key, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": rng.getstate(), "order": order, "log": mine,
+                        "seconds": time.monotonic() - t0}, ckpt.with_suffix(".tmp"))
+            os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return model
+
+
+def _resume(ckpt: Path, key: dict, model, opt, sched, rng):
+    import torch
+
+    try:
+        state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise RecipeError(f"{ckpt}: cannot read this checkpoint ({type(e).__name__}); delete it to start over")
+    if state.get("key") != key:
+        raise RecipeError(f"{ckpt}: the checkpoint of another full run (config or data changed); delete it to "
+                          f"start this one over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    version, internal, gauss = state["rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    return state["step"], state["seconds"], list(state["order"]), list(state["log"])
+
+
+def save_hf(model, gguf: Path, folder: Path) -> None:
+    """`model` as an HF folder (safetensors, config) with the GGUF's tokenizer, which the converter needs."""
+    from transformers import AutoTokenizer
+
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def delta_name(rank) -> str:
+    return f"delta-r{rank}" if rank != "auto" else "delta-auto"
+
+
+_LAYOUT = ('protocol = "alpha-umi/toolbench-v1"\ntools = "umi_edge.tools.demo:TOOLS"\nn_ctx = 2048\n'
+           "max_tokens = 192\nmax_steps = 8\n"
+           "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n"
+           'caller = { max_tokens = 256, share_context = "planner" }\nsummarizer = { share_context = "planner" }\n')
+
+
+def write_overlay(out: Path, base_model: str, full_gguf: Path, ranks) -> Path:
+    """Sets for one eval run: `full` (the full model in every role, no adapter) and one `delta-r<N>` per rank
+    (the shipped base + that adapter in every role). All use the `untrained` set's layout: one context shared
+    by the three roles (same weights in every role), so they differ only in the weights."""
+    names = [delta_name(r) for r in ranks]
+    text = (f"# written by recipes/glpft/full.py: umi-edge eval tasks heldout --models {out / 'models.toml'} "
+            f"--set {FULL_SET}" + "".join(f" --compare {n}" for n in names) + " --json\n"
+            f'[models.full-135m]\npath = "{full_gguf.relative_to(out).as_posix()}"\n\n'
+            f'[sets.{FULL_SET}]\ndescription = "SmolLM2-135M fully fine-tuned on all roles (recipes/glpft/full.py)"\n'
+            f'model = "full-135m"\n' + _LAYOUT)
+    for r, name in zip(ranks, names):
+        text += (f"\n[sets.{name}]\ndescription = \"SmolLM2-135M-Instruct + the full fine-tune's delta at rank {r} "
+                 f'(recipes/glpft/full.py)"\nmodel = "{base_model}"\nadapter = "gguf/{name}.gguf"\n' + _LAYOUT)
+    path = out / "models.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = "cpu") -> dict:
+    """Generate → encode all roles' records → train the full model → HF folders → GGUF → deltas → overlay."""
+    import torch
+
+    from umi_convert.delta import convert_delta
+    from umi_convert.pipeline import convert
+    from umi_edge.fetch import sha256_file
+
+    t0 = time.monotonic()
+    torch.set_num_threads(cfg["train"]["threads"])
+    out.mkdir(parents=True, exist_ok=True)
+    t, ex = cfg["train"], cfg["export"]
+    full_hf, base_hf = out / "full-hf", out / "base-hf"
+    log: list = []
+    counts: dict = {}
+    if not (full_hf / "config.json").is_file():
+        data = generate.build(cfg["data"]["episodes"], cfg["data"]["seed"], cfg["data"].get("demo_share", 1.0))
+        counts = generate.write(data, out / "data")
+        samples = [s for role in TEAM for s in train.encode_records(data[role], gguf, t["max_len"], role)]
+        model = train.load_model(gguf).to(device)
+        if not (base_hf / "config.json").is_file():
+            save_hf(model, gguf, base_hf)      # exactly the weights training starts from
+        (out / "checkpoints").mkdir(exist_ok=True)
+        ckpt = out / "checkpoints" / "full.pt"
+        model = train_full(model, samples, steps=t["steps"], lr=t["lr"], cfg=cfg, log=log, device=device,
+                           ckpt=ckpt)
+        train.write_log(log, out / "loss.csv")
+        save_hf(model.to("cpu"), gguf, full_hf)
+        ckpt.unlink(missing_ok=True)
+        del model
+    (out / "gguf").mkdir(exist_ok=True)
+    full_gguf = out / "gguf" / f"full.{ex['outtype']}.gguf"
+    if not full_gguf.is_file():
+        convert(full_hf, full_gguf, outtype=ex["outtype"], progress=False)
+    deltas_path = out / "deltas.json"
+    deltas = json.loads(deltas_path.read_text()) if deltas_path.is_file() else {}
+    for r in ex["ranks"]:
+        name = delta_name(r)
+        path = out / "gguf" / f"{name}.gguf"
+        if name in deltas and path.is_file():
+            continue
+        print(f"extracting {name}", flush=True)
+        deltas[name] = convert_delta(full_hf, base_hf, path, rank=r, energy=ex.get("energy", 0.9), outtype="f16",
+                                     force=True, calibrate=ex.get("calibrate", True))
+        deltas_path.write_text(json.dumps(deltas, indent=2) + "\n", encoding="utf-8")
+    overlay = write_overlay(out, cfg["base"]["model"], full_gguf, ex["ranks"])
+    rows = list(csv.DictReader((out / "loss.csv").open())) if (out / "loss.csv").is_file() else []
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary.update({
+        "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256_file(gguf),
+        "budget": {"steps": t["steps"], "batch": t["batch"], "lr": t["lr"], "warmup": t.get("warmup", 0),
+                   "max_len": t["max_len"], "bf16": t.get("bf16", False), "threads": t["threads"], "device": device},
+        "full_gguf": {"path": str(full_gguf), "outtype": ex["outtype"], "size_bytes": full_gguf.stat().st_size},
+        "adapters": {n: {"path": d["output"], "size_bytes": d["size_bytes"], "ranks": d["ranks"]}
+                     for n, d in deltas.items()},
+        "models_toml": str(overlay),
+    })
+    if counts:
+        summary["records"] = counts
+    if rows:
+        summary.update(loss_first=rows[0]["loss"], loss_last=rows[-1]["loss"],
+                       train_seconds=rows[-1]["seconds"])
+    summary["seconds_this_run"] = round(time.monotonic() - t0, 1)
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def probe(cfg: dict, gguf: Path, steps: int, device: str = "cpu") -> dict:
+    """Time `steps` full-model steps on the config's data (first 40 episodes), to size the budget."""
+    import torch
+
+    torch.set_num_threads(cfg["train"]["threads"])
+    data = generate.build(40, cfg["data"]["seed"], cfg["data"].get("demo_share", 1.0))
+    samples = [s for role in TEAM for s in train.encode_records(data[role], gguf, cfg["train"]["max_len"], role)]
+    model = train.load_model(gguf).to(device)
+    log: list = []
+    train_full(model, samples, steps=steps, lr=cfg["train"]["lr"], cfg=cfg, log=log, device=device)
+    return {"steps": steps, "seconds": log[-1]["seconds"], "seconds_per_step": round(log[-1]["seconds"] / steps, 2),
+            "batch": cfg["train"]["batch"], "threads": cfg["train"]["threads"], "bf16": cfg["train"].get("bf16")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(HERE / "full.toml"))
+    ap.add_argument("--out", required=True, help="output folder (large: keep it outside the repository)")
+    ap.add_argument("--base-gguf", default=None, help="the base GGUF (default: the registry model, fetched and checked)")
+    ap.add_argument("--smoke", action="store_true", help="a few steps on a handful of short samples")
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
+                    help="only time STEPS training steps (no output files) and exit")
+    args = ap.parse_args(argv)
+    from umi_edge.errors import UmiError
+
+    try:
+        cfg = load_config(Path(args.config), smoke=args.smoke)
+        gguf = train.base_gguf(cfg, args.base_gguf)
+        if args.probe:
+            print(json.dumps(probe(cfg, gguf, args.probe, args.device)))
+            return 0
+        summary = run(cfg, Path(args.out), gguf=gguf, smoke=args.smoke, device=args.device)
+    except (RecipeError, UmiError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
