@@ -98,3 +98,31 @@ def test_random_team_answers_only_grounded_numbers(summarizer, grounded):
         assert fabricated == []
     else:                        # the same random model, free: it does write numbers found nowhere
         assert fabricated
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    from umi_edge.engine.llama import LlamaBackend
+
+    path = tmp_path_factory.mktemp("tiny") / "random.gguf"
+    write_byte_vocab(path, n_embd=32, seed=5)
+    with LlamaBackend() as backend:
+        model = backend.load_model(path)
+        yield backend.new_role(model, name="backbone", n_ctx=4096, n_threads=1,
+                               sampling=Sampling(temperature=1.0, seed=11))
+
+
+def test_single_model_conclusions_are_grounded_too(backbone):
+    query = "What is the water temperature in tank TK-07?"
+    answers = []
+    for k in range(40):
+        events = list(run_team(f"{query} ({k})", {"backbone": backbone}, ToolSet([tank_reading]),
+                               protocol="alpha-umi/toolbench-backbone-v1",
+                               limits=Limits(max_steps=2, backbone_tokens=400)))
+        grounds = [e.text for e in events if type(e).__name__ in ("Observation", "Call")] + [f"{query} ({k})"]
+        answers += [(e.text, grounds) for e in events if isinstance(e, Answer)]
+        if len(answers) >= 6:
+            break
+    assert answers, "the random backbone never concluded"
+    for answer, grounds in answers:
+        assert fabricated_numbers(answer, grounds) == [], answer

@@ -72,13 +72,19 @@ class Episode:
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
-    def answer_grammar(self) -> str | None:
-        """The summarizer's grammar: with grounded answers, numbers only from the query, calls and observations."""
+    def grounds(self) -> list[str] | None:
+        """What a grounded answer's numbers may come from (the query, the calls, the observations); None when
+        answers are free (grounded_answers off, or an unconstrained run)."""
         if not (self.constrained and self.run.limits.grounded_answers):
             return None
+        return [t.text for t in self.history if t.role in ("user", "caller", "observation")]
+
+    def answer_grammar(self) -> str | None:
+        """The summarizer's grammar: with grounded answers, numbers only from the grounds."""
         from ..protocol.grammar import answer_grammar
 
-        return answer_grammar(t.text for t in self.history if t.role in ("user", "caller", "observation"))
+        grounds = self.grounds()
+        return None if grounds is None else answer_grammar(grounds)
 
     def routes(self, step: int) -> tuple[str, ...] | None:
         """The routes this step may take (None: any)."""
@@ -194,6 +200,11 @@ class SingleEpisode(Episode):
         for step in self.steps():
             tools, docs, grammar = yield from self.offer(step, "backbone")
             tools, grammar = self.chosen_tools(step, "backbone", tools, grammar)
+            grounds = self.grounds()
+            if grammar is not None and grounds is not None:   # its conclusion states only grounded numbers
+                from ..protocol.grammar import ground_backbone
+
+                grammar = ground_backbone(grammar, grounds)
             c = yield from self.calls.prompt(step, "backbone", lambda h: proto.prompt(docs, h), self.history,
                                              grammar=grammar)
             out = proto.parse_output(c.gen.text)

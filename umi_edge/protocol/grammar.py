@@ -211,6 +211,7 @@ def route_grammar(routes: Iterable[str] | None = None) -> str:
 
 
 
+FREE_ANSWER = "answer ::= [^\\x00]+\n"
 THOUGHT_CHARS = 320   # backbone thought bound: our generated thoughts are <= 249 chars (one line each; a plan)
 
 
@@ -232,7 +233,7 @@ def backbone_grammar(tools: Iterable[Any], *, max_tokens: int | None = None, tho
     if not ends:
         raise ValueError("backbone_grammar needs at least one route")
     head = (f'root ::= thought "\\n" ( {" | ".join(ends)} )\nthought ::= [^\\n]{{1,{thought_chars}}}\n'
-            'answer ::= [^\\x00]+\n')
+            + FREE_ANSWER)
     return head + call
 
 
@@ -288,10 +289,11 @@ def _digit_ranges() -> str:
     return "".join(f"\\U{a:08X}-\\U{b:08X}" for a, b in ranges)
 
 
-def answer_grammar(grounds: Iterable[str]) -> str | None:
+def answer_grammar(grounds: Iterable[str], name: str = "root") -> str | None:
     """GBNF for a summarizer's answer in which every number is one written in `grounds` (or a rounding of
     one): any text, but a run of digits (with inner "." / ",") must be one of those spellings as a whole and
-    cannot run on into more digits. None when the grounds hold more than MAX_GROUNDED spellings.
+    cannot run on into more digits. None when the grounds hold more than MAX_GROUNDED spellings. `name`: the
+    rule it defines (its helper rules are prefixed with it), to embed it in another grammar.
 
     The answer's numbers then come from the query, the calls and the observations by construction (the task
     check `eval.tasks.fabricated_numbers` measures the same thing after the fact); which one is right is still
@@ -301,10 +303,17 @@ def answer_grammar(grounds: Iterable[str]) -> str | None:
         return None
     other = f"[^.,{_digit_ranges()}]"     # no digit of any script outside a grounded number
     if not numbers:
-        return f"root ::= ( {other} | [.,] )*\n"
+        return f"{name} ::= ( {other} | [.,] )*\n"
+    p = "" if name == "root" else f"{name}-"
     # s0: anywhere a number may start; s1: right after a number; s2: after a number and "." or ","
-    return ("root ::= s0\n"
-            f"s0 ::= ( {other} s0 | [.,] s0 | num s1 )?\n"
-            f"s1 ::= ( {other} s0 | [.,] s2 )?\n"
-            f"s2 ::= ( [^{_digit_ranges()}] s0 )?\n"
-            f"num ::= {' | '.join(literal(n) for n in numbers)}\n")
+    return (f"{name} ::= {p}s0\n"
+            f"{p}s0 ::= ( {other} {p}s0 | [.,] {p}s0 | {p}num {p}s1 )?\n"
+            f"{p}s1 ::= ( {other} {p}s0 | [.,] {p}s2 )?\n"
+            f"{p}s2 ::= ( [^{_digit_ranges()}] {p}s0 )?\n"
+            f"{p}num ::= {' | '.join(literal(n) for n in numbers)}\n")
+
+
+def ground_backbone(grammar: str, grounds: Iterable[str]) -> str:
+    """A backbone grammar whose `conclusion: <answer>` states only grounded numbers (see answer_grammar)."""
+    rules = answer_grammar(grounds, "answer")
+    return grammar if rules is None else grammar.replace(FREE_ANSWER, rules, 1)
