@@ -184,9 +184,20 @@ def save_hf(model, gguf: Path, folder: Path) -> None:
     """`model` as an HF folder (safetensors, config) with the GGUF's tokenizer, which the converter needs."""
     from transformers import AutoTokenizer
 
+    from safetensors.torch import save_file
+
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    tmp.mkdir(parents=True)
+    # save_pretrained refuses a GGUF-loaded model ("quantized with gguf"); the weights are plain float32 here
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)      # tied: the HF layout keeps the embeddings only
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(tmp)
+    config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+    config.pop("quantization_config", None)     # the GGUF it was read from; these weights are not quantized
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
@@ -197,7 +208,9 @@ def delta_name(rank) -> str:
 
 
 _LAYOUT = ('protocol = "alpha-umi/toolbench-v1"\ntools = "umi_edge.tools.demo:TOOLS"\nn_ctx = 2048\n'
-           "max_tokens = 192\nmax_steps = 8\n"
+           # budget_seconds: trained teams take 6-34 s a held-out task, an untrained one up to 256 s (max_steps
+           # loops); 90 s caps a broken set's cost without touching a working one's result
+           "max_tokens = 192\nmax_steps = 8\nbudget_seconds = 90\n"
            "sampling = { temperature = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, seed = 0 }\n"
            'caller = { max_tokens = 256, share_context = "planner" }\nsummarizer = { share_context = "planner" }\n')
 
