@@ -149,3 +149,23 @@ def test_smoke_run_end_to_end(tmp_path, smollm2_gguf):
 
     reg = load_registry(summary["models_toml"], env={})
     assert resolve_set("delta-r4", registry=reg, env={}).roles["caller"].adapter
+
+
+def test_report_recommends_the_smallest_adapter_within_3_points(tmp_path):
+    def delta(size, top1):
+        return {"size_bytes": size, "ranks": {"min": 1, "median": 2, "max": 3}, "energy_kept_min": 0.5,
+                "agreement": {"extracted": {"top1": top1, "kl_mean": 0.1}, "base": {"top1": 0.2, "kl_mean": 2.0}}}
+
+    (tmp_path / "deltas.json").write_text(json.dumps({"delta-r8": delta(5e6, 0.6), "delta-r16": delta(10e6, 0.8),
+                                                      "delta-r32": delta(20e6, 0.9)}))
+    (tmp_path / "summary.json").write_text(json.dumps({"full_gguf": {"outtype": "f16", "size_bytes": 270e6}}))
+    sets = {"full": 0.90, "delta-r8": 0.80, "delta-r16": 0.875, "delta-r32": 0.95}
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"sets": {k: {"success_rate": v, "n_tasks": 40} for k, v in sets.items()}}))
+    table = full.report(tmp_path, ev)
+    assert "| delta-r8 | 80.0 % (32/40) | -10.0 | 5.0 |" in table
+    assert "| delta-r16 | 87.5 % (35/40) | -2.5 | 10.0 |" in table
+    assert table.endswith("Recommended: delta-r16 (the smallest adapter within 3 points of full)")
+    ev.write_text(json.dumps({"sets": {"delta-r8": {"success_rate": 0.5, "n_tasks": 2}}}))
+    with pytest.raises(train.RecipeError, match="no set 'full'"):
+        full.report(tmp_path, ev)

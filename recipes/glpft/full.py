@@ -301,6 +301,45 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     return summary
 
 
+def report(out: Path, eval_json: Path) -> str:
+    """The markdown table of held-out success per set (full vs each delta) with each adapter's size, ranks and
+    agreement (from out/deltas.json and out/summary.json), and the recommended rank: the smallest whose
+    success is within 3 points of the full model's."""
+    ev = json.loads(Path(eval_json).read_text(encoding="utf-8"))["sets"]
+    deltas = json.loads((out / "deltas.json").read_text(encoding="utf-8"))
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    if FULL_SET not in ev:
+        raise RecipeError(f"{eval_json}: no set {FULL_SET!r}; run the eval command in {out / 'models.toml'}")
+    f = ev[FULL_SET]
+    rows = ["| set | held-out success | vs full | adapter MB | ranks (min/median/max) | energy kept (min) "
+            "| top-1 agreement / KL vs full (base alone) |", "|---|---|---|---|---|---|---|"]
+
+    def cell(s):
+        return f"{s['success_rate'] * 100:.1f} % ({round(s['success_rate'] * s['n_tasks'])}/{s['n_tasks']})"
+
+    rows.append(f"| {FULL_SET} ({summary['full_gguf']['outtype']} GGUF, "
+                f"{summary['full_gguf']['size_bytes'] / 1e6:.1f} MB) | {cell(f)} | | | | | |")
+    ok = []
+    for name, d in deltas.items():
+        if name not in ev:
+            continue
+        s = ev[name]
+        diff = (s["success_rate"] - f["success_rate"]) * 100
+        a = d.get("agreement")
+        agree = (f"{a['extracted']['top1'] * 100:.1f} % / {a['extracted']['kl_mean']:.4f} "
+                 f"({a['base']['top1'] * 100:.1f} % / {a['base']['kl_mean']:.4f})") if a else "not measured"
+        r = d["ranks"]
+        rows.append(f"| {name} | {cell(s)} | {diff:+.1f} | {d['size_bytes'] / 1e6:.1f} | {r['min']}/{r['median']}/"
+                    f"{r['max']} | {d['energy_kept_min'] * 100:.1f} % | {agree} |")
+        if diff >= -3:
+            ok.append((d["size_bytes"], name))
+    best = min(ok)[1] if ok else None
+    rows.append("")
+    rows.append(f"Recommended: {best} (the smallest adapter within 3 points of {FULL_SET})" if best else
+                f"No extracted set is within 3 points of {FULL_SET}.")
+    return "\n".join(rows)
+
+
 def probe(cfg: dict, gguf: Path, steps: int, device: str = "cpu") -> dict:
     """Time `steps` full-model steps on the config's data (first 40 episodes), to size the budget."""
     import torch
@@ -324,10 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     ap.add_argument("--probe", type=int, metavar="STEPS", default=0,
                     help="only time STEPS training steps (no output files) and exit")
+    ap.add_argument("--report", metavar="EVAL_JSON", default=None,
+                    help="print the table of OUT's sets from `umi-edge eval ... --json` output and exit")
     args = ap.parse_args(argv)
     from umi_edge.errors import UmiError
 
     try:
+        if args.report:
+            print(report(Path(args.out), Path(args.report)))
+            return 0
         cfg = load_config(Path(args.config), smoke=args.smoke)
         gguf = train.base_gguf(cfg, args.base_gguf)
         if args.probe:
