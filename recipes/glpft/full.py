@@ -283,7 +283,7 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary.update({
-        "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256_file(gguf),
+        "smoke": smoke, "base_gguf": str(gguf), "base_sha256": sha256_file(gguf), "data": cfg["data"],
         "budget": {"steps": t["steps"], "batch": t["batch"], "lr": t["lr"], "warmup": t.get("warmup", 0),
                    "max_len": t["max_len"], "bf16": t.get("bf16", False), "threads": t["threads"], "device": device},
         "full_gguf": {"path": str(full_gguf), "outtype": ex["outtype"], "size_bytes": full_gguf.stat().st_size},
@@ -294,8 +294,8 @@ def run(cfg: dict, out: Path, *, gguf: Path, smoke: bool = False, device: str = 
     if counts:
         summary["records"] = counts
     if rows:
-        summary.update(loss_first=rows[0]["loss"], loss_last=rows[-1]["loss"],
-                       train_seconds=rows[-1]["seconds"])
+        summary.update(loss_first=float(rows[0]["loss"]), loss_last=float(rows[-1]["loss"]),
+                       train_seconds=float(rows[-1]["seconds"]))
     summary["seconds_this_run"] = round(time.monotonic() - t0, 1)
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
