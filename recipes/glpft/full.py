@@ -312,13 +312,16 @@ def report(out: Path, eval_json: Path) -> str:
         raise RecipeError(f"{eval_json}: no set {FULL_SET!r}; run the eval command in {out / 'models.toml'}")
     f = ev[FULL_SET]
     rows = ["| set | held-out success | vs full | adapter MB | ranks (min/median/max) | energy kept (min) "
-            "| top-1 agreement / KL vs full (base alone) |", "|---|---|---|---|---|---|---|"]
+            "| top-1 agreement / KL vs full (base alone) | s / task |", "|---|---|---|---|---|---|---|---|"]
 
     def cell(s):
         return f"{s['success_rate'] * 100:.1f} % ({round(s['success_rate'] * s['n_tasks'])}/{s['n_tasks']})"
 
+    def secs(s):
+        return f"{s['mean_seconds']:.1f}" if "mean_seconds" in s else ""
+
     rows.append(f"| {FULL_SET} ({summary['full_gguf']['outtype']} GGUF, "
-                f"{summary['full_gguf']['size_bytes'] / 1e6:.1f} MB) | {cell(f)} | | | | | |")
+                f"{summary['full_gguf']['size_bytes'] / 1e6:.1f} MB) | {cell(f)} | | | | | | {secs(f)} |")
     ok = []
     for name, d in deltas.items():
         if name not in ev:
@@ -330,7 +333,7 @@ def report(out: Path, eval_json: Path) -> str:
                  f"({a['base']['top1'] * 100:.1f} % / {a['base']['kl_mean']:.4f})") if a else "not measured"
         r = d["ranks"]
         rows.append(f"| {name} | {cell(s)} | {diff:+.1f} | {d['size_bytes'] / 1e6:.1f} | {r['min']}/{r['median']}/"
-                    f"{r['max']} | {d['energy_kept_min'] * 100:.1f} % | {agree} |")
+                    f"{r['max']} | {d['energy_kept_min'] * 100:.1f} % | {agree} | {secs(s)} |")
         if diff >= -3:
             ok.append((d["size_bytes"], name))
     best = min(ok)[1] if ok else None
