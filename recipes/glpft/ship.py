@@ -7,12 +7,15 @@ Converts `out/peft/{planner,caller,summarizer,stage1,baseline}` (written by trai
 `--outtype` (f16 by default: q8_0 halves the size but moved the logits by up to 1.8, see README.md) and
 prints each file's sha256 and size for models.toml.
 
-Shipping stage 1 once and only each role's stage-2 half (stacked on the role's context) would store a third
-less, but llama.cpp 0.3.36 did not add two stacked adapters up to their concatenation on the Q4_1 SmolLM2 base
-(max logit difference 0.59 with LoRA on attn_q alone; exact on a float32 tiny model), so each role ships whole.
+Shipping stage 1 once and only each role's stage-2 half, stacked on it in every role (`--split DIR` rewrites
+whole role adapters that way, checking each against trunk.gguf), needs 14 MB less (team ÷ one Llama 1.168 vs
+1.237, `umi-edge bench --only memory`), but llama.cpp adds two stacked adapters in another order than one
+concatenated adapter, and float rounding moved 2 of 86 task outcomes (demo 44 → 45, heldout 28 → 27 of 31;
+recipes/glpft/results/grounded/), so each role ships whole.
 
     python recipes/glpft/ship.py [--out recipes/glpft/out] [--dest umi_edge/adapters] [--outtype f16] [--force]
                                  [--only planner,caller,summarizer,trunk]
+    python recipes/glpft/ship.py --split DIR    # DIR's whole role adapters → stage-2 halves on DIR/trunk.gguf
 """
 from __future__ import annotations
 
@@ -55,6 +58,71 @@ def ship(out: Path, dest: Path, outtype: str, force: bool, only: list[str] | Non
     return shipped
 
 
+def split_stage2(role_path: Path, trunk_path: Path, dest: Path) -> dict:
+    """Write the stage-2 half of a whole role adapter (stage 1 + stage 2 concatenated by train.combine: the
+    first r ranks are stage 1, already scaled) to `dest`, after checking those r ranks are the trunk adapter's.
+    The half gets alpha = its rank (scale 1), as the whole had."""
+    import gguf
+    import numpy as np
+
+    if not Path(trunk_path).is_file():
+        raise train.RecipeError(f"{trunk_path} is missing; ship the trunk with the roles (--only ...,trunk)")
+    trunk = {t.name: np.array(t.data, dtype=np.float32) for t in gguf.GGUFReader(trunk_path).tensors}
+    whole = gguf.GGUFReader(role_path)
+    field = whole.get_field("adapter.lora.alpha")
+    t_field = gguf.GGUFReader(trunk_path).get_field("adapter.lora.alpha")
+    if field is None or t_field is None:
+        raise train.RecipeError(f"{role_path} or {trunk_path} is not a LoRA adapter (no adapter.lora.alpha)")
+    halves, rank = {}, None
+    for t in whole.tensors:
+        a = np.array(t.data)
+        if t.name not in trunk:
+            raise train.RecipeError(f"{role_path}: {t.name} is not in the trunk adapter {trunk_path}")
+        r = trunk[t.name].shape[0 if t.name.endswith(".lora_a") else 1]
+        rank = r if rank is None else rank
+        t_alpha = float(t_field.contents())
+        head, tail = (a[:r], a[r:]) if t.name.endswith(".lora_a") else (a[:, :r], a[:, r:])
+        want = trunk[t.name] * (1.0 if t.name.endswith(".lora_a") else t_alpha / r)
+        if tail.size == 0 or not np.allclose(head.astype(np.float32), want, rtol=1e-3, atol=1e-6):
+            raise train.RecipeError(f"{role_path}: {t.name} does not start with the trunk adapter's ranks; "
+                                    "it is not a whole (stage 1 + stage 2) role adapter")
+        halves[t.name] = np.ascontiguousarray(tail)
+    arch = whole.get_field("general.architecture").contents()
+    name = whole.get_field("general.name")
+    w = gguf.GGUFWriter(dest, arch=arch)
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    if name is not None:
+        w.add_name(f"{name.contents()} (stage 2)")
+    tail_rank = next(iter(halves.values())).shape[0] if halves else 0
+    w.add_float32("adapter.lora.alpha", float(tail_rank))
+    for key, array in halves.items():
+        w.add_tensor(key, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return {"rank": tail_rank, "trunk_rank": rank, "size_bytes": dest.stat().st_size}
+
+
+def split_shipped(folder: Path, roles=train.TEAM) -> dict:
+    """Replace the whole role adapters in `folder` by their stage-2 halves (each checked against trunk.gguf)."""
+    from umi_edge.fetch import sha256_file
+
+    out = {}
+    for role in roles:
+        path = folder / f"{role}.gguf"
+        tmp = path.with_suffix(".split.part")
+        try:
+            info = split_stage2(path, folder / "trunk.gguf", tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
+        out[role] = {**info, "path": str(path), "sha256": sha256_file(path)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from umi_edge.errors import ConvertError
 
@@ -65,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="overwrite adapters already in --dest")
     ap.add_argument("--only", default="", help="a comma list of the adapters to ship (planner, caller, summarizer, "
                                                 "trunk, backbone), e.g. the team before the baseline has finished")
+    ap.add_argument("--split", default=None, metavar="DIR",
+                    help="only rewrite DIR's whole role adapters as stage-2 halves on DIR/trunk.gguf")
     args = ap.parse_args(argv)
     try:
+        if args.split:
+            print(json.dumps(split_shipped(Path(args.split)), indent=2))
+            return 0
         shipped = ship(Path(args.out), Path(args.dest), args.outtype, args.force,
                        [x for x in args.only.split(",") if x] or None)
     except (train.RecipeError, ConvertError) as e:
