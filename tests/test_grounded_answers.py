@@ -68,16 +68,20 @@ def tank_reading(tank_id: str) -> dict:
     return {"tank_id": tank_id, "water_temp_c": 14.2}
 
 
-@pytest.fixture(scope="module")
-def summarizer(tmp_path_factory):
+def _random_role(tmp_path_factory, name: str, *, seed: int, n_ctx: int, sampling: Sampling):
+    """A role on a random-weight one-layer model with the byte-level vocabulary (yields it, then frees it)."""
     from umi_edge.engine.llama import LlamaBackend
 
     path = tmp_path_factory.mktemp("tiny") / "random.gguf"
-    write_byte_vocab(path, n_embd=32, seed=3)
+    write_byte_vocab(path, n_embd=32, seed=seed)
     with LlamaBackend() as backend:
-        model = backend.load_model(path)
-        yield backend.new_role(model, name="summarizer", n_ctx=2048, n_threads=1,
-                               sampling=Sampling(temperature=1.5, seed=7))
+        yield backend.new_role(backend.load_model(path), name=name, n_ctx=n_ctx, n_threads=1, sampling=sampling)
+
+
+@pytest.fixture(scope="module")
+def summarizer(tmp_path_factory):
+    yield from _random_role(tmp_path_factory, "summarizer", seed=3, n_ctx=2048,
+                            sampling=Sampling(temperature=1.5, seed=7))
 
 
 @pytest.mark.parametrize("grounded", [True, False])
@@ -102,14 +106,8 @@ def test_random_team_answers_only_grounded_numbers(summarizer, grounded):
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    from umi_edge.engine.llama import LlamaBackend
-
-    path = tmp_path_factory.mktemp("tiny") / "random.gguf"
-    write_byte_vocab(path, n_embd=32, seed=5)
-    with LlamaBackend() as backend:
-        model = backend.load_model(path)
-        yield backend.new_role(model, name="backbone", n_ctx=4096, n_threads=1,
-                               sampling=Sampling(temperature=1.0, seed=11))
+    yield from _random_role(tmp_path_factory, "backbone", seed=5, n_ctx=4096,
+                            sampling=Sampling(temperature=1.0, seed=11))
 
 
 def test_single_model_conclusions_are_grounded_too(backbone):
