@@ -75,7 +75,7 @@ def test_full_training_moves_every_weight_and_resumes_exactly(tmp_path, capsys):
     assert [r["loss"] for r in log] == [r["loss"] for r in unbroken_log]
     for k in unbroken:
         assert torch.equal(resumed[k], unbroken[k]), k
-    with pytest.raises(train.RecipeError, match="another full run"):
+    with pytest.raises(train.RecipeError, match="another full/all run"):
         fit([], ckpt, steps=7)
 
 

@@ -21,15 +21,9 @@ step whose output exists is skipped.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import csv
-import hashlib
-import inspect
 import json
-import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -41,7 +35,7 @@ sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402
 import train  # noqa: E402
-from train import IGNORE, TEAM, RecipeError  # noqa: E402
+from train import TEAM, RecipeError  # noqa: E402
 
 FULL_SET = "full"
 
@@ -71,113 +65,23 @@ def load_config(path: Path, smoke: bool = False) -> dict:
 
 def train_full(model, samples, *, steps: int, lr: float, cfg: dict, log: list, device: str = "cpu",
                ckpt: Path | None = None):
-    """Train every weight of `model` on `samples` ((ids, labels, trunk) as train.encode_records makes them):
-    AdamW, linear warm-up then linear decay, gradient accumulation of single samples (`batch` per step), loss
-    on the labelled tokens. The loop is train.train_lora's (same sampler, shared prompt head, bf16 autocast,
-    clipping), with the model's own weights as the parameters. With `ckpt`, the whole state (weights, AdamW
-    moments, schedule, sampler) is saved every `checkpoint_every` steps and a run that finds it resumes."""
+    """Train every weight of `model` on `samples` ((ids, labels, trunk) as train.encode_records makes them)
+    with train.fit, the loop of the LoRA stages (same sampler, schedule, shared prompt head, bf16 autocast,
+    clipping, checkpoints), the model's own weights as the parameters."""
     import torch
-    import torch.nn.functional as F
 
-    t = cfg["train"]
     if not samples:
         raise RecipeError("full: no training samples")
-    torch.manual_seed(t["seed"])
+    torch.manual_seed(cfg["train"]["seed"])
     params = list(model.parameters())   # tied embeddings appear once
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warm = min(t.get("warmup", 0), max(steps - 1, 0))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: (i + 1) / (warm + 1) if i < warm else max(0.0, (steps - i) / max(1, steps - warm)))
-    rng = random.Random(t["seed"])
-    order: list[int] = []
-    if t.get("bf16", False):
-        autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)  # noqa: E731
-    else:
-        autocast = contextlib.nullcontext
-
-    # transformers 5 names the KV cache `cache` (in and out), 4.x `past_key_values` (as in train.train_lora)
-    cache_kw = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
-
-    def run(ids, cache):
-        kw = {cache_kw: cache} if cache is not None else {}
-        out = model.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kw)
-        new = getattr(out, "cache", None)
-        return out.last_hidden_state, getattr(out, "past_key_values", None) if new is None else new
-
-    prefix = train.shared_prefix([ids for ids, *_ in samples]) if t.get("shared_prefix", False) else []
-    key = {"stage": "full", "steps": steps, "lr": lr, "batch": t["batch"], "seed": t["seed"],
-           "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
-    done, elapsed, mine = 0, 0.0, []
-    if ckpt is not None and ckpt.exists():
-        done, elapsed, order, mine = _resume(ckpt, key, model, opt, sched, rng)
-        log.extend(mine)
-        print(f"full resumed at step {done}/{steps} from {ckpt}", flush=True)
-    every = t.get("checkpoint_every", 0) if ckpt is not None else 0
-    model.train()
-    t0 = time.monotonic() - elapsed
-    for step in range(done + 1, steps + 1):
-        batch = []
-        for _ in range(t["batch"]):
-            if not order:
-                order = list(range(len(samples)))
-                rng.shuffle(order)
-            batch.append(samples[order.pop()])
-        n_target = sum(sum(1 for x in labels[1:] if x != IGNORE) for _, labels, _ in batch)
-        total = 0.0
-        cache = None
-        if prefix and any(ids[:len(prefix)] == prefix for ids, _, _ in batch):
-            with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current weights
-                cache = run(prefix, None)[1]
-        for ids, labels, _tr in batch:
-            start = len(prefix) if cache is not None and ids[:len(prefix)] == prefix else 0
-            kv = copy.deepcopy(cache) if start else None
-            y = torch.tensor(labels[start + 1:], device=device)
-            pos = (y != IGNORE).nonzero().squeeze(1)
-            with autocast():
-                hidden = run(ids[start:], kv)[0][0, :-1]
-                logits = model.lm_head(hidden[pos]).float()
-            loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if not math.isfinite(total):
-            raise RecipeError(f"full: loss is {total} at step {step}; lower the learning rate")
-        mine.append({"stage": "full", "role": "all", "step": step, "loss": round(total, 5), "target_tokens": n_target,
-                     "lr": sched.get_last_lr()[0], "seconds": round(time.monotonic() - t0, 2)})
-        log.append(mine[-1])
-        print(f"full all step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s", flush=True)
-        if every and (step % every == 0 or step == steps):
-            torch.save({"key": key, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "rng": rng.getstate(), "order": order, "log": mine,
-                        "seconds": time.monotonic() - t0}, ckpt.with_suffix(".tmp"))
-            os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    train.fit(model, params, samples, steps=steps, lr=lr, cfg=cfg, log=log, stage="full", role="all", device=device,
+              ckpt=ckpt, extra_key={}, state=("model", model.state_dict, model.load_state_dict))
     model.eval()
     for p in params:
         p.requires_grad_(False)
     return model
-
-
-def _resume(ckpt: Path, key: dict, model, opt, sched, rng):
-    import torch
-
-    try:
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise RecipeError(f"{ckpt}: cannot read this checkpoint ({type(e).__name__}); delete it to start over")
-    if state.get("key") != key:
-        raise RecipeError(f"{ckpt}: the checkpoint of another full run (config or data changed); delete it to "
-                          f"start this one over")
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    version, internal, gauss = state["rng"]
-    rng.setstate((version, tuple(internal), gauss))
-    return state["step"], state["seconds"], list(state["order"]), list(state["log"])
 
 
 def save_hf(model, gguf: Path, folder: Path) -> None:

@@ -151,44 +151,60 @@ def lora_config(cfg: dict, rank: int | None = None):
 
 def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: list, stage: str, role: str,
                device: str = "cpu", trunk: bool = False, ckpt: Path | None = None):
-    """Attach a fresh LoRA to `model` and train it; returns the PEFT model (LoRA still separate).
+    """Attach a fresh LoRA to `model` and train it (`fit`); returns the PEFT model (LoRA still separate).
 
     With `trunk`, each sample's trunk (its first `trunk` ids: tool docs and history) runs without the new LoRA
     and without gradient, and only the rest (the role's instructions, cue and target) runs under it: the way
-    the runtime evaluates a shared trunk under the stage-1 adapter and each role's tail under its own.
+    the runtime evaluates a shared trunk under the stage-1 adapter and each role's tail under its own."""
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    if not samples:
+        raise RecipeError(f"{stage}/{role}: no training samples")
+    import torch
+
+    torch.manual_seed(cfg["train"]["seed"])
+    pm = get_peft_model(model, lcfg)
+    fit(pm.base_model.model, [p for p in pm.parameters() if p.requires_grad], samples, steps=steps, lr=lr, cfg=cfg,
+        log=log, stage=stage, role=role, device=device, ckpt=ckpt, extra_key={"rank": lcfg.r},
+        state=("lora", lambda: lora_state(pm), lambda sd: set_peft_model_state_dict(pm, sd)),
+        without=pm.disable_adapter if trunk else None)
+    pm.eval()
+    return pm
+
+
+def fit(lm, params, samples, *, steps: int, lr: float, cfg: dict, log: list, stage: str, role: str,
+        device: str, ckpt: Path | None, extra_key: dict, state: tuple, without=None) -> None:
+    """The training loop of every recipe here: AdamW on `params` of the causal LM `lm`, linear warm-up then
+    linear decay, `batch` single samples accumulated per step (shared between --workers), loss on the labelled
+    tokens, clipping at 1. `state` = (checkpoint name, get state dict, load state dict) of what is trained.
+    `without`: a context in which `lm` runs without the trained weights (a LoRA's disable_adapter): given, each
+    sample's trunk runs in it without gradient (trunk mode).
 
     With `ckpt`, the whole training state is saved there every `train.checkpoint_every` steps (and at the
     end), and a run that finds it resumes from it: the same steps, samples and updates as an unbroken run."""
     import torch
     import torch.nn.functional as F
-    from peft import get_peft_model
 
     t = cfg["train"]
-    if not samples:
-        raise RecipeError(f"{stage}/{role}: no training samples")
     rank, world = worker()
-    torch.manual_seed(t["seed"])
-    pm = get_peft_model(model, lcfg)
-    params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warm = min(t["warmup"], max(steps - 1, 0))
+    warm = min(t.get("warmup", 0), max(steps - 1, 0))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: (i + 1) / (warm + 1) if i < warm else max(0.0, (steps - i) / max(1, steps - warm)))
     rng = random.Random(t["seed"])
     order: list[int] = []
-    inner = pm.base_model.model  # the causal LM with LoRA layers injected
-    if t.get("bf16", False):  # LoRA weights and optimizer stay float32; matmuls run in bf16 (AMX on x86)
+    if t.get("bf16", False):  # trained weights and optimizer stay float32; matmuls run in bf16 (AMX on x86)
         autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)  # noqa: E731
     else:
         autocast = contextlib.nullcontext
 
     # transformers 5 names the KV cache `cache` (in and out; `past_key_values` reads None), 4.x `past_key_values`
-    cache_kw = "cache" if "cache" in inspect.signature(inner.model.forward).parameters else "past_key_values"
+    cache_kw = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
 
     def run(ids, cache):
         """Forward `ids` after `cache` (a KV cache or None); returns (hidden states, the extended cache)."""
         kw = {cache_kw: cache} if cache is not None else {}
-        out = inner.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kw)
+        out = lm.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kw)
         new = getattr(out, "cache", None)
         new = getattr(out, "past_key_values", None) if new is None else new
         if new is None:
@@ -197,26 +213,28 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
 
     # Every planner / caller / backbone prompt starts with the same tool docs (~720 of ~900 tokens). With
     # shared_prefix, that head is run once per step without gradient and each sample continues from its KV:
-    # the same forward values (LoRA included), no gradient through the head's keys and values, 0.45x the time.
+    # the same forward values, no gradient through the head's keys and values, 0.45x the time.
     # In trunk mode the head is part of every trunk, so it runs once for the whole stage, without the LoRA.
+    trunk = without is not None
     prefix = shared_prefix([ids for ids, *_ in samples]) if t.get("shared_prefix", False) else []
     if trunk and any(tr < len(prefix) for ids, _, tr in samples if ids[:len(prefix)] == prefix):
         prefix = []
     fixed = None
     if trunk and prefix:
-        with torch.no_grad(), autocast(), pm.disable_adapter():
+        with torch.no_grad(), autocast(), without():
             fixed = run(prefix, None)[1]
+    name, get_state, load_state = state
     done, elapsed, mine = 0, 0.0, []
-    if ckpt is not None:   # what a checkpoint must match to be resumed here
-        key = {"stage": stage, "role": role, "steps": steps, "lr": lr, "rank": lcfg.r, "batch": t["batch"],
-               "seed": t["seed"], "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
+    # what a checkpoint must match to be resumed here
+    key = {"stage": stage, "role": role, "steps": steps, "lr": lr, **extra_key, "batch": t["batch"],
+           "seed": t["seed"], "samples": hashlib.sha256(repr(samples).encode()).hexdigest()}
     if ckpt is not None and ckpt.exists():
-        done, elapsed, order, mine = resume(ckpt, key, pm, opt, sched, rng)
+        done, elapsed, order, mine = resume(ckpt, key, name, load_state, opt, sched, rng)
         log.extend(mine)
         if rank == 0:
             print(f"{stage:8s} {role:10s} resumed at step {done}/{steps} from {ckpt}", flush=True)
     every = t.get("checkpoint_every", 0) if ckpt is not None and rank == 0 else 0
-    pm.train()
+    lm.train()
     t0 = time.monotonic() - elapsed
     for step in range(done + 1, steps + 1):
         batch = []
@@ -229,13 +247,13 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
         total = 0.0
         cache = fixed
         if cache is None and prefix and any(ids[:len(prefix)] == prefix for ids, _, _ in batch):
-            with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current LoRA
+            with torch.no_grad(), autocast():   # the shared prompt head, once per step, under the current weights
                 cache = run(prefix, None)[1]
         for ids, labels, tr in share(batch, rank, world):
             start = len(prefix) if cache is not None and ids[:len(prefix)] == prefix else 0
             kv = copy.deepcopy(cache) if start else None
             if trunk and tr > start:
-                with torch.no_grad(), autocast(), pm.disable_adapter():
+                with torch.no_grad(), autocast(), without():
                     kv = run(ids[start:tr], kv)[1]
                 start = tr
             y = torch.tensor(labels[start + 1:], device=device)
@@ -243,7 +261,7 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
             with autocast():
                 # lm_head only where there is a label: the vocab projection is ~10% of the FLOPs and most memory
                 hidden = run(ids[start:], kv)[0][0, :-1]
-                logits = inner.lm_head(hidden[pos]).float()
+                logits = lm.lm_head(hidden[pos]).float()
             loss = F.cross_entropy(logits, y[pos], reduction="sum") / n_target
             loss.backward()
             total += loss.item()
@@ -262,12 +280,10 @@ def train_lora(model, samples, *, lcfg, steps: int, lr: float, cfg: dict, log: l
             print(f"{stage:8s} {role:10s} step {step:4d}/{steps}  loss {total:.4f}  {time.monotonic() - t0:7.1f}s",
                   flush=True)
         if every and (step % every == 0 or step == steps):
-            torch.save({"key": key, "step": step, "lora": lora_state(pm), "opt": opt.state_dict(),
+            torch.save({"key": key, "step": step, name: get_state(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "rng": rng.getstate(), "order": order, "log": mine,
                         "seconds": time.monotonic() - t0}, ckpt.with_suffix(".tmp"))
             os.replace(ckpt.with_suffix(".tmp"), ckpt)
-    pm.eval()
-    return pm
 
 
 def share(batch: list, rank: int, world: int) -> list:
@@ -304,11 +320,11 @@ def all_reduce_grads(params, total: float) -> float:
     return float(flat[-1])
 
 
-def resume(ckpt: Path, key: dict, pm, opt, sched, rng):
-    """Load a train_lora checkpoint into the fresh LoRA, optimizer, schedule and sampler; returns (steps done,
-    seconds spent, the sampler's remaining order, the loss log so far). Tensors only: nothing in it runs."""
+def resume(ckpt: Path, key: dict, name: str, load_state, opt, sched, rng):
+    """Load a `fit` checkpoint: its `name` state dict through `load_state`, and the optimizer, schedule and
+    sampler; returns (steps done, seconds spent, the sampler's remaining order, the loss log so far). Tensors
+    only: nothing in it runs."""
     import torch
-    from peft import set_peft_model_state_dict
 
     try:
         state = torch.load(ckpt, weights_only=True, map_location="cpu")  # resumable on another device
@@ -317,7 +333,7 @@ def resume(ckpt: Path, key: dict, pm, opt, sched, rng):
     if state.get("key") != key:
         raise RecipeError(f"{ckpt}: the checkpoint of another {key['stage']}/{key['role']} run (config or data "
                           f"changed); delete it to start this one over")
-    set_peft_model_state_dict(pm, state["lora"])
+    load_state(state[name])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
     version, internal, gauss = state["rng"]
