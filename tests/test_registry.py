@@ -195,8 +195,12 @@ def test_precedence_defaults_toml_env_flags(tmp_path):
 
 def test_env_set_name_and_bad_env_values():
     assert resolve_set(env={"UMI_EDGE_SET": "alpha-umi-7b"}).name == "alpha-umi-7b"
-    with pytest.raises(ConfigError, match=r"UMI_EDGE_N_CTX='lots' is not a int"):
+    with pytest.raises(ConfigError, match=r"UMI_EDGE_N_CTX='lots' is not an integer"):
         resolve_set(env={"UMI_EDGE_N_CTX": "lots"})
+    with pytest.raises(ConfigError, match=r"UMI_EDGE_TEMPERATURE='warm' is not a number"):
+        resolve_set(env={"UMI_EDGE_TEMPERATURE": "warm"})
+    spec = resolve_set(env={"UMI_EDGE_TYPE_K": "q8_0"})                # a string setting is taken as written
+    assert {r.type_k for r in spec.roles.values()} == {"q8_0"}
     with pytest.raises(ConfigError, match=r"flags: unknown setting 'colour'"):
         resolve_set(env={}, overrides={"colour": 1})
     with pytest.raises(ConfigError, match=r"temperature must be ≥ 0"):

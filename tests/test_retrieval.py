@@ -346,7 +346,7 @@ def test_tool_top_k_config_errors_name_the_set_and_key(models, value, message):
 
 
 def test_bad_tool_top_k_in_env_and_team(models):
-    with pytest.raises(ConfigError, match=r"UMI_EDGE_TOOL_TOP_K='many' is not a int"):
+    with pytest.raises(ConfigError, match=r"UMI_EDGE_TOOL_TOP_K='many' is not an integer"):
         resolve_set("s", registry=models(""), env={"UMI_EDGE_TOOL_TOP_K": "many"})
     with pytest.raises(ConfigError, match="tool_top_k must be a non-negative integer"):
         Team(fake_roles(), DEMO, tool_top_k=-2)

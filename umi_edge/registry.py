@@ -433,10 +433,14 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if raw is None or raw == "":
             continue
         want = _TYPES[key]
+        if str in want:         # e.g. UMI_EDGE_TYPE_K=q8_0: taken as written
+            out[key] = raw
+            continue
         try:
             out[key] = int(raw) if want == (int,) else float(raw)
         except ValueError:
-            raise ConfigError(f"environment: {var}={raw!r} is not a {want[0].__name__}") from None
+            kind = "an integer" if want == (int,) else "a number"
+            raise ConfigError(f"environment: {var}={raw!r} is not {kind}") from None
     return out
 
 
