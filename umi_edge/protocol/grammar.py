@@ -247,16 +247,16 @@ _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 def _spellings(run: str) -> set[str]:
     """How an answer may write the number(s) of one digit run found in a ground: as found, grouped or not
     ("1340" / "1,340"), and rounded to fewer decimals ("34.2857" → "34.29", "34.3", "34")."""
-    parts = [run.replace(",", "")] if _GROUPED.fullmatch(run) else run.split(",")   # "1,2,3" is a list
-    out = {run} if _GROUPED.fullmatch(run) else set()
+    grouped = _GROUPED.fullmatch(run) is not None
+    parts = [run.replace(",", "")] if grouped else run.split(",")   # "1,2,3" is a list
+    out = {run} if grouped else set()
     for part in parts:
         if part.count(".") > 1:            # a version or a date written with dots: its parts as found
             out.update(part.split("."))
             continue
         out.add(part)
         whole, _, frac = part.partition(".")
-        forms = [whole] + [f"{float(part):.{k}f}" for k in range(1, min(len(frac), 3))] if frac else [whole]
-        for form in forms:
+        for form in [whole] + [f"{float(part):.{k}f}" for k in range(1, min(len(frac), 3))]:
             w, dot, f = form.partition(".")
             out.add(form)
             if len(w) > 3:
