@@ -67,26 +67,31 @@ def split_stage2(role_path: Path, trunk_path: Path, dest: Path) -> dict:
 
     if not Path(trunk_path).is_file():
         raise train.RecipeError(f"{trunk_path} is missing; ship the trunk with the roles (--only ...,trunk)")
-    trunk = {t.name: np.array(t.data, dtype=np.float32) for t in gguf.GGUFReader(trunk_path).tensors}
-    whole = gguf.GGUFReader(role_path)
-    field = whole.get_field("adapter.lora.alpha")
-    t_field = gguf.GGUFReader(trunk_path).get_field("adapter.lora.alpha")
-    if field is None or t_field is None:
+    trunk_file, whole = gguf.GGUFReader(trunk_path), gguf.GGUFReader(role_path)
+    t_field = trunk_file.get_field("adapter.lora.alpha")
+    if whole.get_field("adapter.lora.alpha") is None or t_field is None:
         raise train.RecipeError(f"{role_path} or {trunk_path} is not a LoRA adapter (no adapter.lora.alpha)")
-    halves, rank = {}, None
+    t_alpha = float(t_field.contents())
+    trunk = {t.name: np.array(t.data, dtype=np.float32) for t in trunk_file.tensors}
+    halves, ranks = {}, set()     # ranks: (trunk rank, stage-2 rank) of each lora_a
     for t in whole.tensors:
         a = np.array(t.data)
         if t.name not in trunk:
             raise train.RecipeError(f"{role_path}: {t.name} is not in the trunk adapter {trunk_path}")
-        r = trunk[t.name].shape[0 if t.name.endswith(".lora_a") else 1]
-        rank = r if rank is None else rank
-        t_alpha = float(t_field.contents())
-        head, tail = (a[:r], a[r:]) if t.name.endswith(".lora_a") else (a[:, :r], a[:, r:])
-        want = trunk[t.name] * (1.0 if t.name.endswith(".lora_a") else t_alpha / r)
+        is_a = t.name.endswith(".lora_a")
+        r = trunk[t.name].shape[0 if is_a else 1]
+        head, tail = (a[:r], a[r:]) if is_a else (a[:, :r], a[:, r:])
+        want = trunk[t.name] if is_a else trunk[t.name] * (t_alpha / r)
         if tail.size == 0 or not np.allclose(head.astype(np.float32), want, rtol=1e-3, atol=1e-6):
             raise train.RecipeError(f"{role_path}: {t.name} does not start with the trunk adapter's ranks; "
                                     "it is not a whole (stage 1 + stage 2) role adapter")
+        if is_a:
+            ranks.add((r, tail.shape[0]))
         halves[t.name] = np.ascontiguousarray(tail)
+    if len(ranks) != 1:   # one alpha for the file: llama.cpp scales each pair by alpha / its rank
+        raise train.RecipeError(f"{role_path}: its matrices have different ranks {sorted(ranks)}; only a "
+                                "uniform-rank adapter is split")
+    ((trunk_rank, tail_rank),) = ranks
     arch = whole.get_field("general.architecture").contents()
     name = whole.get_field("general.name")
     w = gguf.GGUFWriter(dest, arch=arch)
@@ -94,7 +99,6 @@ def split_stage2(role_path: Path, trunk_path: Path, dest: Path) -> dict:
     w.add_string("adapter.type", "lora")
     if name is not None:
         w.add_name(f"{name.contents()} (stage 2)")
-    tail_rank = next(iter(halves.values())).shape[0] if halves else 0
     w.add_float32("adapter.lora.alpha", float(tail_rank))
     for key, array in halves.items():
         w.add_tensor(key, array)
@@ -102,7 +106,7 @@ def split_stage2(role_path: Path, trunk_path: Path, dest: Path) -> dict:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return {"rank": tail_rank, "trunk_rank": rank, "size_bytes": dest.stat().st_size}
+    return {"rank": tail_rank, "trunk_rank": trunk_rank, "size_bytes": dest.stat().st_size}
 
 
 def split_shipped(folder: Path, roles=train.TEAM) -> dict:
