@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,13 +40,7 @@ FULL_SET = "full"
 
 
 def load_config(path: Path, smoke: bool = False) -> dict:
-    try:
-        cfg = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read the recipe config ({e})") from None
-    for section in ("base", "data", "train", "export"):
-        if section not in cfg:
-            raise RecipeError(f"{path}: missing [{section}]; start from recipes/glpft/full.toml")
+    cfg = train.read_config(path, ("base", "data", "train", "export"), "full.toml")
     for key in ("steps", "lr", "batch", "max_len", "seed"):
         if key not in cfg["train"]:
             raise RecipeError(f"{path}: [train] lacks {key}; start from recipes/glpft/full.toml")

@@ -46,14 +46,21 @@ class RecipeError(Exception):
 
 # --- config ------------------------------------------------------------------------------------------------
 
-def load_config(path: Path, smoke: bool = False) -> dict:
+def read_config(path: Path, sections, example: str) -> dict:
+    """A recipe's TOML config with each of `sections` present; errors point at `example` (a file here)."""
     try:
         cfg = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise RecipeError(f"{path}: cannot read the recipe config ({e})") from None
-    for section in ("base", "data", "lora", "train", "stage1", "stage2", "baseline", "export"):
+    for section in sections:
         if section not in cfg:
-            raise RecipeError(f"{path}: missing [{section}]; start from recipes/glpft/config.toml")
+            raise RecipeError(f"{path}: missing [{section}]; start from recipes/glpft/{example}")
+    return cfg
+
+
+def load_config(path: Path, smoke: bool = False) -> dict:
+    cfg = read_config(path, ("base", "data", "lora", "train", "stage1", "stage2", "baseline", "export"),
+                      "config.toml")
     if smoke:
         s = cfg.get("smoke", {})
         cfg["data"]["episodes"] = s.get("episodes", 8)
