@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -94,14 +93,16 @@ def sha256_file(path: Path) -> str:
 
 
 def _pypi(spec: ModelSpec, *, download: bool, progress: bool) -> Path:
+    # the cache first: it is one stat, where finding an installed package imports importlib.metadata (about
+    # 1.5 MB of modules in every process that loads a team)
+    target = cache_path(spec)
+    if target.is_file() and _matches(target, spec.sha256):
+        return target
     installed = _installed_member(spec)
     if installed is not None:
         if _matches(installed, spec.sha256):
             return installed
         log.warning("installed %s does not match the sha256 in models.toml; using the cache instead", installed)
-    target = cache_path(spec)
-    if target.is_file() and _matches(target, spec.sha256):
-        return target
     if not download:
         raise FetchError(f"model {spec.name!r} ({spec.describe()}) is not in the cache {home()}; run `umi-edge pull`")
     try:
@@ -121,6 +122,8 @@ def _pypi(spec: ModelSpec, *, download: bool, progress: bool) -> Path:
 
 def _installed_member(spec: ModelSpec) -> Path | None:
     """The GGUF inside an installed copy of the pinned package, found without importing it."""
+    from importlib import metadata
+
     name, _, version = spec.ref.partition("==")
     try:
         dist = metadata.distribution(name.strip())

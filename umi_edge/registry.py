@@ -13,7 +13,6 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -155,8 +154,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def bundled_path() -> Path:
-    """The models.toml shipped inside the package."""
-    return Path(str(resources.files("umi_edge").joinpath("models.toml")))
+    """The models.toml shipped inside the package (a plain folder: its adapters are opened by path too)."""
+    return Path(__file__).with_name("models.toml")
 
 
 def load_registry(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None) -> Registry:

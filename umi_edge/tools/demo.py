@@ -6,7 +6,7 @@ import json
 import math
 import unicodedata
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Optional
 
 from .calc import evaluate
@@ -170,7 +170,7 @@ def _fold(text: str) -> str:
 @lru_cache(maxsize=1)
 def countries() -> tuple[dict, ...]:
     """The bundled table (umi_edge/data/countries.json)."""
-    with resources.files("umi_edge").joinpath("data/countries.json").open(encoding="utf-8") as f:
+    with open(Path(__file__).parent.parent / "data" / "countries.json", encoding="utf-8") as f:
         return tuple(json.load(f)["countries"])
 
 

@@ -8,7 +8,6 @@ slices so that a timeout or a cancel from the loop is honoured at once. Needs th
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import logging
@@ -217,6 +216,8 @@ class _Connection:
         from mcp.client import Client
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
+        import asyncio
+
         server = self.source.server
         self.stop = asyncio.Event()
         try:
@@ -283,6 +284,8 @@ class McpSource:
     # --- lifetime ----------------------------------------------------------------------------------------
     def open(self) -> list[McpTool]:
         """Start (stdio) or connect (HTTP), list the tools; raises ToolError naming the source on failure."""
+        import asyncio   # here, not at the top: a team without MCP sources never pays for the event loop
+
         require_sdk()
         if self._loop is not None:
             raise RuntimeError(f"MCP source {self.server.label} is already open")
@@ -321,6 +324,8 @@ class McpSource:
         self.close()
 
     def _submit(self, coro) -> concurrent.futures.Future:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _connect(self) -> list:
