@@ -91,13 +91,17 @@ def test_bench_decode_gives_the_stock_llama_the_roles_adapter(tiny_set):
         max_tokens = 48
         planner = { adapter = "lora.gguf" }
     """))
-    args = ["bench", "--set", "tuned", "--models", str(tuned), "--only", "decode", "--tokens", "16",
+    args = ["bench", "--set", "tuned", "--models", str(tuned), "--only", "decode,memory", "--tokens", "16",
             "--repeats", "1", "--bandwidth-mb", "32", "--json"]
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    decode = json.loads(r.stdout)["decode"]
+    report = json.loads(r.stdout)
+    decode = report["decode"]
     assert Path(decode["adapter"]) == (tiny_set.parent / "lora.gguf").resolve()
     assert _positive(decode["ratio_vs_llama_cpp_python"])
+    # the memory section names what the team holds beyond one Llama: the adapter, counted once
+    lora_mb = (tiny_set.parent / "lora.gguf").stat().st_size / (1 << 20)
+    assert report["memory"]["adapters_mb"] == round(lora_mb, 3) > 0
 
 
 def test_bench_table_and_bad_section(tiny_set):

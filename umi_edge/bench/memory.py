@@ -73,6 +73,8 @@ def memory(args: dict, *, progress: Callable[[str], None] = lambda s: None) -> d
         out[f"{kind}_mb"] = round(rss, 1)
         if kind == "team":
             out["team_models_loaded"] = result["models_loaded"]
+    if args.get("adapters"):    # loaded once each, whatever the number of roles using them
+        out["adapters_mb"] = round(sum(os.path.getsize(a) for a in args["adapters"]) / (1 << 20), 3)
     kv = kv_cache_mb(args["paths"][0], args["n_ctx"])
     if kv:
         out["kv_cache_mb_per_context"] = round(kv, 1)   # what each extra role context adds at least

@@ -6,6 +6,7 @@ ROWS = (
     ("memory", "single_mb", "peak RSS, one llama_cpp.Llama (MB)", "", None),
     ("memory", "separate_mb", "peak RSS, one Llama per role (MB)", "", None),
     ("memory", "team_mb", "peak RSS, umi-edge team (MB)", "", None),
+    ("memory", "adapters_mb", "the team's LoRA adapters, files (MB)", "", None),
     ("memory", "kv_cache_mb_per_context", "f16 KV cache per context (MB)", "", None),
     ("memory", "team_vs_single", "team ÷ single", "<= 1.5", lambda v: v <= 1.5),
     ("memory", "team_vs_separate", "team ÷ separate", "", None),
