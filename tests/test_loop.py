@@ -29,7 +29,7 @@ def mul(a: int, b: int) -> int:
     return a * b
 
 
-TOOLS = ToolSet([add, mul])
+TOOLS = ToolSet([add, mul], keep_order=True)   # listed as given: the exact reference prompts below
 DOC = ('{"Name": "add", "function": "This is the subfunction for tool \\"add\\", you can use this tool.The description '
        'of this function is: \\"Add two integers.\\"", "input": {"a": "integer, first", "b": "integer, second"}}\n'
        '{"Name": "mul", "function": "This is the subfunction for tool \\"mul\\", you can use this tool.The description '

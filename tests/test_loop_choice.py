@@ -82,7 +82,8 @@ def test_an_allowed_route_is_left_alone_and_a_missing_marker_completes_within_th
 def test_a_named_tool_bounds_the_first_call_only():
     roles = fake_roles(planner=[PLAN1, PLAN1, PLAN2], caller=['Action: mul\nAction Input: {"a": 2, "b": 3}', CALL1],
                        summarizer=["6"])
-    events = list(run_team("q", roles, [add, mul], choice=Choice(routes=("caller",), tools=("mul",))))
+    tools = ToolSet([add, mul], keep_order=True)     # listed as given, so the grammars below compare as written
+    events = list(run_team("q", roles, tools, choice=Choice(routes=("caller",), tools=("mul",))))
     grammars = roles["caller"].grammars
     assert grammars[0] == caller_grammar(ToolSet([mul]), max_tokens=512)
     assert grammars[1] == caller_grammar(ToolSet([add, mul]), max_tokens=512)

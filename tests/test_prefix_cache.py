@@ -271,7 +271,7 @@ def test_a_team_saves_its_tool_doc_head_once_and_restores_it_in_the_next_process
     # one tool description changed: another head, so nothing restored (and a second file saved)
     tools = list(TOOLS)
     tools[0] = dataclasses.replace(tools[0], description=tools[0].description + " Exact.")
-    with Team.load("tiny", models=tiny_set, tools=ToolSet(tools)) as team:
+    with Team.load("tiny", models=tiny_set, tools=ToolSet(tools, keep_order=True)) as team:
         edited = _first_plan(team, "What is 2+2?")
     assert edited.evaluated >= cold.evaluated       # a longer head, evaluated in full again
     assert len(list((umi_home / "kv").rglob("*.kv"))) == 2
@@ -286,3 +286,19 @@ def test_no_static_head_when_retrieval_picks_the_tools(tiny_set):
 
     with Team.load("tiny", models=tiny_set, tool_top_k=2) as team:
         assert static_prefix(team.protocol, team.tools, team.tool_top_k, team.roles["planner"]) == []
+
+
+def test_no_static_head_when_the_query_orders_the_tools(tiny_set):
+    """Tools listed by relevance (any set without keep_order) open each task's prompt in another order; the
+    demo tools, or tool_order = "given", keep one head."""
+    from umi_edge.team import Team
+    from umi_edge.tools import ToolSet
+    from umi_edge.tools.demo import TOOLS
+    from umi_edge.warm import static_prefix
+
+    plain = ToolSet(list(TOOLS))
+    with Team.load("tiny", models=tiny_set, tools=plain) as team:
+        assert static_prefix(team.protocol, team.tools, 0, team.roles["planner"], "relevance") == []
+        assert len(static_prefix(team.protocol, team.tools, 0, team.roles["planner"], "given")) > 200
+        assert len(static_prefix(team.protocol, TOOLS, 0, team.roles["planner"], "relevance")) > 200
+        assert len(static_prefix(team.protocol, ToolSet(list(TOOLS)[:1]), 0, team.roles["planner"])) > 50

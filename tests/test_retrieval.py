@@ -173,12 +173,53 @@ def test_retriever_offers_everything_when_the_set_fits():
         ToolRetriever(DEMO, True)
 
 
-def test_retriever_offer_is_top_k_in_set_order_with_scores():
-    offer = ToolRetriever(MIXED, 4).offer("What is the population of France?")
-    assert offer.filtered and offer.total == len(MIXED) and len(offer.names) == 4
-    assert "country_info" in offer.names
-    assert list(offer.names) == [n for n in MIXED.names if n in offer.names]
-    assert len(offer.scores) == 4 and max(offer.scores) == offer.scores[offer.names.index("country_info")]
+def test_retriever_offer_is_top_k_with_scores_listed_in_the_order_asked_for():
+    query = "What is the population of France?"
+    given = ToolRetriever(MIXED, 4, order="given").offer(query)
+    assert given.filtered and given.total == len(MIXED) and len(given.names) == 4
+    assert "country_info" in given.names
+    assert list(given.names) == [n for n in MIXED.names if n in given.names]
+    assert len(given.scores) == 4 and max(given.scores) == given.scores[given.names.index("country_info")]
+    # the same four by relevance: the ranking backwards, the best last, each score still beside its tool
+    ranked = ToolRetriever(MIXED, 4).offer(query)
+    assert set(ranked.names) == set(given.names) and ranked.names[-1] == "country_info"
+    assert list(ranked.scores) == sorted(ranked.scores)
+    assert dict(zip(ranked.names, ranked.scores)) == dict(zip(given.names, given.scores))
+
+
+@pytest.mark.parametrize("query, last", [
+    ("How many units of A-1042 are in stock in the main warehouse?", "getProductStock"),
+    ("What's the weather in Lisbon right now?", "weather_now"),
+    ("Is flight LH 454 on time? Which gate?", "flightStatus"),
+    ("Please use recipe_search for me.", "recipe_search"),      # a tool named outright wins
+])
+def test_relevance_order_lists_the_ranking_backwards(query, last):
+    r = ToolRetriever(DISTRACTORS, 8)
+    assert not r.active and r.ordered and not r.static
+    names = r.offer(query).names
+    assert names[-1] == last and sorted(names) == sorted(DISTRACTORS.names)
+    # the ranking (ties in the set's order) read from the end: the tools the query does not match at all come
+    # first, in reverse set order
+    scores = dict(zip(DISTRACTORS.names, r.ranker.scores(query)))
+    zero = [n for n in names if scores[n] == 0.0]
+    assert zero == [n for n in reversed(DISTRACTORS.names) if n in zero] and len(zero) >= 4
+    assert names[:len(zero)] == tuple(zero)
+
+
+def test_tool_order_holds_for_the_whole_task_and_is_kept_where_asked():
+    query = "What's the weather in Lisbon right now?"
+    r = ToolRetriever(DISTRACTORS, 0)
+    first = r.offer(query).names
+    # later steps: the history names other tools, the order is still the query's
+    thought = Turn("assistant", "I will call convertCurrency and then flightStatus.")
+    assert r.offer(query, [Turn("user", query), thought]).names == first
+    assert ToolRetriever(DISTRACTORS, 0, order="given").offer(query).names == DISTRACTORS.names
+    kept = ToolSet(list(DISTRACTORS), keep_order=True)      # an order a team was trained on
+    assert ToolRetriever(kept, 0).static and ToolRetriever(kept, 0).offer(query).names == DISTRACTORS.names
+    assert DEMO.keep_order and ToolRetriever(DEMO, 0).offer("What weekday was 1989-11-09?").names == DEMO.names
+    assert ToolRetriever(ToolSet([weather_now]), 0).static
+    with pytest.raises(ConfigError, match="tool_order must be one of 'relevance', 'given', not 'best'"):
+        ToolRetriever(DEMO, 0, order="best")
 
 
 # --- the loop --------------------------------------------------------------------------------------------
@@ -451,3 +492,37 @@ def test_bm25_finds_the_family_among_the_generated_tool_world(query, family):
     assert offer.total == len(toolworld.TOOLS) > 300
     best = offer.names[offer.scores.index(max(offer.scores))]
     assert toolworld.family_of(best) == family, (best, offer.names)
+
+
+def test_tool_order_is_a_set_key_and_a_limit(tmp_path):
+    from umi_edge.registry import load_registry, resolve_set
+
+    models = tmp_path / "models.toml"
+    models.write_text('[models.m]\npath = "m.gguf"\n[sets.ref]\nmodel = "m"\ntool_order = "given"\n'
+                      '[sets.bad]\nmodel = "m"\ntool_order = "best"\n')
+    registry = load_registry(models)
+    assert resolve_set("ref", registry=registry).tool_order == "given"
+    assert resolve_set("default", registry=registry).tool_order == "relevance" == Limits().tool_order
+    with pytest.raises(ConfigError, match=r"\[sets.bad\]: tool_order must be one of 'relevance', 'given', not 'best'"):
+        resolve_set("bad", registry=registry)
+    with pytest.raises(ConfigError, match="limits: tool_order must be one of"):
+        Limits(tool_order=["given"])
+
+
+def test_one_source_keeps_its_order_and_combined_sources_do_not():
+    from umi_edge.tools.sources import open_sources
+
+    assert open_sources(["umi_edge.tools.demo:TOOLS"]).keep_order
+    assert not open_sources(["umi_edge.tools.unseen:TOOLS"]).keep_order
+    both = open_sources(["umi_edge.tools.demo:TOOLS", DISTRACTORS])
+    assert not both.keep_order and both.names == DEMO.names + DISTRACTORS.names
+
+
+def test_the_loop_lists_the_tools_by_relevance_to_planner_and_caller():
+    query = "What's the weather in Lisbon right now?"
+    for order, last in (("relevance", "weather_now"), ("given", "recipe_search")):
+        roles = fake_roles(planner=["I will look up the weather.\n Next: caller.", "Done.\n Next: give up."],
+                           caller=['Action: weather_now\nAction Input: {"city": "Lisbon"}'])
+        run(query, roles, tools=DISTRACTORS, limits=Limits(tool_order=order))
+        for role in ("planner", "caller"):
+            assert doc_names(roles[role].prompts[0])[-1] == last, (order, role)

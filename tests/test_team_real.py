@@ -146,3 +146,38 @@ def test_soak_100_tasks_rss_growth_under_5_percent(default_model_home):
           f"(x{grown / base:.3f})")
     assert "error" not in statuses
     assert grown <= 1.05 * base
+
+
+def test_the_default_team_calls_the_tool_that_matches_among_new_tools(default_model_home):
+    """The README's two new tools: listed as given, the shipped team calls the last one (weather) for a stock
+    question; listed by relevance (the default), it calls stock_level with the SKU from the query."""
+    from umi_edge import tool
+
+    @tool
+    def stock_level(sku: str, warehouse: str = "main") -> dict:
+        """How many units of a product are in stock.
+
+        Args:
+            sku: The product code, e.g. "A-1042".
+            warehouse: Which warehouse to look in.
+        """
+        return {"sku": sku, "units": 12}
+
+    @tool
+    def weather(city: str) -> dict:
+        """Current weather in a city.
+
+        Args:
+            city: The city name, e.g. "Paris".
+        """
+        return {"city": city, "temp_c": 18, "sky": "cloudy"}
+
+    query = "How many units of A-1042 are in stock in the main warehouse?"
+    first_call = {}
+    for order in ("given", "relevance"):
+        with Team.load("default", tools=[stock_level, weather], tool_order=order, max_steps=1,
+                       prefix_cache=False) as team:
+            calls = [e for e in team.run(query) if e.kind == "call"]
+        first_call[order] = (calls[0].tool, json.loads(calls[0].arguments))
+    assert first_call["given"][0] == "weather"
+    assert first_call["relevance"] == ("stock_level", {"sku": "A-1042"})

@@ -106,6 +106,7 @@ class SetSpec:
     truncation: str = Limits.truncation   # an overflowing prompt: "head" drops old steps, "left" the reference's cut
     constrained: bool = True      # grammar-constrained caller and route completion
     grounded_answers: bool = Limits.grounded_answers   # constrained answers state only numbers from query/tools
+    tool_order: str = Limits.tool_order   # "relevance": the best match for the query listed last; "given": as is
     tool_top_k: int = 0           # a larger tool set offers only its top k per step (tools/retrieval.py); 0 = all
     prefix_cache: bool = True     # save / load the KV of the first prompt's fixed head (tool docs) on disk (warm.py)
     kv_layout: str = "contexts"   # "pool": roles on one model share one context, a sequence each (layout.py)
@@ -133,13 +134,14 @@ class Registry:
 _SAMPLING_KEYS = tuple(f.name for f in fields(Sampling))
 _ROLE_KEYS = tuple(f.name for f in fields(RoleSpec) if f.name not in ("role", "remote")) + ("engine",) + REMOTE_KEYS
 _SET_KEYS = ("description", "protocol", "tools", "max_steps", "budget_seconds", "tool_timeout", "constrained",
-             "tool_top_k", "tool_isolation", "prefix_cache", "kv_layout", "truncation", "grounded_answers")
+             "tool_top_k", "tool_isolation", "prefix_cache", "kv_layout", "truncation", "grounded_answers",
+             "tool_order")
 _MODEL_KEYS = ("source", "path", "file", "sha256", "outtype", "revision", "role")
 # keys a flag or env var may set; sampling fields are flattened (temperature=… rather than sampling.temperature)
 _FILE_KEYS = ("model", "adapter", "adapter_sha256", "trunk_adapter", "trunk_adapter_sha256")
 OVERRIDE_KEYS = tuple(k for k in _ROLE_KEYS
                       if k not in (*_FILE_KEYS, "sampling", "engine", *REMOTE_KEYS)) + _SAMPLING_KEYS
-_ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout", "tool_top_k")
+_ENV_KEYS = OVERRIDE_KEYS + ("max_steps", "budget_seconds", "tool_timeout", "tool_top_k", "tool_order")
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "adapter": (str, list), "adapter_sha256": (str, list), "type_k": (str,),
@@ -149,7 +151,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "top_k": (int,), "min_p": (int, float), "seed": (int,), "description": (str,), "protocol": (str,),
     "tools": (str, list), "max_steps": (int,), "budget_seconds": (int, float), "tool_timeout": (int, float),
     "constrained": (bool,), "tool_top_k": (int,), "tool_isolation": (str,), "prefix_cache": (bool,),
-    "kv_layout": (str,), "truncation": (str,), "grounded_answers": (bool,),
+    "kv_layout": (str,), "truncation": (str,), "grounded_answers": (bool,), "tool_order": (str,),
 }
 
 
@@ -262,6 +264,10 @@ def resolve_set(
         from .tools.retrieval import check_top_k
 
         check_top_k(set_vals["tool_top_k"], f"{where}: tool_top_k")
+    if "tool_order" in set_vals:
+        from .tools.retrieval import check_order
+
+        check_order(set_vals["tool_order"], f"{where}: tool_order")
     if "tool_isolation" in set_vals:
         from .tools.isolation import ISOLATIONS
 

@@ -200,6 +200,7 @@ def _load(cls, set_name, *, models, tools, download, progress, verbose, backend,
             tool_isolation=spec.tool_isolation,
             truncation=spec.truncation,
             grounded_answers=spec.grounded_answers,
+            tool_order=spec.tool_order,
         )
         opened = _open_engines(spec, paths, verbose=verbose) if backend is None else _injected(backend, spec, paths)
         with opened as (engines, shared, stack):

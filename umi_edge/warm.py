@@ -26,13 +26,13 @@ def entry_role(protocol) -> str:
     return "planner" if "planner" in protocol.roles else protocol.roles[0]
 
 
-def static_prefix(protocol, tools, tool_top_k: int, engine) -> list[int]:
+def static_prefix(protocol, tools, tool_top_k: int, engine, tool_order: str = "relevance") -> list[int]:
     """The token ids every task's first `entry_role` prompt starts with, whatever the query; empty when the
-    offered tools (so the docs) depend on the query (a tool set larger than `tool_top_k`)."""
+    offered tools or their order (so the docs) depend on the query (tools/retrieval.py ToolRetriever.static)."""
     from .protocol import Turn
     from .tools.retrieval import ToolRetriever
 
-    if len(tools) == 0 or ToolRetriever(tools, tool_top_k).active:
+    if len(tools) == 0 or not ToolRetriever(tools, tool_top_k, order=tool_order).static:
         return []
     docs = tools.docs(protocol.doc_chars)
     render = protocol.planner_prompt if entry_role(protocol) == "planner" else protocol.prompt
@@ -60,7 +60,7 @@ def attach(team: Any, cache: Any = None) -> list[int]:
     engine = team.roles.get(entry_role(team.protocol))
     if not isinstance(engine, (LlamaRole, RoleView)):
         return []
-    prefix = static_prefix(team.protocol, team.tools, team.tool_top_k, engine)
+    prefix = static_prefix(team.protocol, team.tools, team.tool_top_k, engine, team.limits.tool_order)
     if len(prefix) < MIN_TOKENS:
         return []
     engine.use_prefix_cache(cache if cache is not None else PrefixCache(cache_root()), prefix)

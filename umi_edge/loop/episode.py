@@ -22,7 +22,7 @@ class Episode:
         self.run, self.proto, self.query, self.toolset = run, run.proto, query, tools
         self.constrained, self.complete_route, self.choice = constrained, complete_route, choice
         self.calls = RoleCalls(run)
-        self.retriever = ToolRetriever(tools, tool_top_k)
+        self.retriever = ToolRetriever(tools, tool_top_k, order=run.limits.tool_order)
         self.history: list[Turn] = [Turn("user", query), *history]
         self._offered: tuple[str, ...] = ()   # the names the planner was offered at this step
         since_user: list[Turn] = []

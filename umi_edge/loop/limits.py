@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..tools.isolation import ISOLATIONS
+from ..tools.retrieval import check_order
 
 TEAM_ROLES = ("planner", "caller", "summarizer")
 SINGLE_ROLES = ("backbone",)
@@ -32,6 +33,10 @@ class Limits:
     # a constrained run's summarizer may write only numbers found in the query, the calls and the observations
     # (protocol/grammar.py answer_grammar): values come from tools, never from the model's memory
     grounded_answers: bool = True
+    # how the docs list the tools: "relevance" puts the tool that best matches the query last (the shipped
+    # adapters call the last listed unfamiliar tool far more often than any other), "given" keeps the set's order
+    # (tools/retrieval.py); a ToolSet with keep_order is always listed as given
+    tool_order: str = "relevance"
 
     def __post_init__(self):
         for name in ("max_steps", "planner_tokens", "caller_tokens", "summarizer_tokens", "backbone_tokens",
@@ -51,6 +56,7 @@ class Limits:
             raise ConfigError(f"limits: grounded_answers must be true or false, not {self.grounded_answers!r}")
         if self.truncation not in TRUNCATIONS:
             raise ConfigError(f"limits: truncation must be one of {', '.join(TRUNCATIONS)}, not {self.truncation!r}")
+        check_order(self.tool_order, "limits: tool_order")
 
     def max_tokens(self, role: str) -> int:
         return {"planner": self.planner_tokens, "caller": self.caller_tokens, "summarizer": self.summarizer_tokens,

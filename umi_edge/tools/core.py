@@ -235,9 +235,14 @@ def parse_arguments(arguments: str, schema: Mapping) -> tuple[dict, str | None]:
 
 
 class ToolSet:
-    """An ordered set of uniquely named tools: rendering to `{doc}`, name resolution, execution."""
+    """An ordered set of uniquely named tools: rendering to `{doc}`, name resolution, execution.
 
-    def __init__(self, tools: Iterable[Any] = ()):
+    `keep_order=True` marks an order that means something to a model, such as the order a team's adapters
+    were trained on (the demo tools): the docs list such a set as given. Any other set is listed with the tool
+    that best matches the task last (tools/retrieval.py, the `tool_order` set option)."""
+
+    def __init__(self, tools: Iterable[Any] = (), *, keep_order: bool = False):
+        self.keep_order = keep_order
         self._tools: dict[str, Tool] = {}
         for item in tools:
             for t in _coerce(item):

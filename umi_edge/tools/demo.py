@@ -214,4 +214,6 @@ def list_countries(continent: Optional[str] = None) -> dict:
     return {"continent": continent, "countries": [c["name"] for c in rows]}
 
 
-TOOLS = ToolSet([calculator, convert_units, date_diff, date_add, weekday, country_info, list_countries])
+# the order the shipped adapters were trained on: a team lists these docs in it (ToolSet.keep_order)
+TOOLS = ToolSet([calculator, convert_units, date_diff, date_add, weekday, country_info, list_countries],
+                keep_order=True)

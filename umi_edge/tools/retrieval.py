@@ -2,10 +2,16 @@
 see only the `top_k` ranked against the query and the run's history so far (recomputed every step).
 
 Ranking is BM25 (the `bm25s` library) over each tool's name, description and argument names, split into
-words (`stock_level`, `stockLevel` and `stock-level` all read "stock level"). The offered tools keep the
-set's own order, so a step that offers the same tools as the last one renders the same docs and the
-planner's KV prefix stays valid. `EmbeddingRanker` ranks by cosine similarity of any embedding function
-(the base model's own, in `umi-edge eval retrieval`), for comparison.
+words (`stock_level`, `stockLevel` and `stock-level` all read "stock level"). `EmbeddingRanker` ranks by
+cosine similarity of any embedding function (the base model's own, in `umi-edge eval retrieval`), for
+comparison.
+
+Order (`tool_order`): the shipped adapters call the last tool the docs list far more often than the others
+when the tools are new to them, so with "relevance" (the default) the offered tools are ranked by how well
+they match the query and listed backwards, the best last. The order depends on the query alone, so it holds
+for the whole task and a step that offers the same tools as the last one renders the same docs (the
+planner's KV prefix stays valid). A ToolSet with `keep_order` (the demo tools, the order the adapters were
+trained on) and `tool_order = "given"` keep the set's own order.
 """
 from __future__ import annotations
 
@@ -127,9 +133,12 @@ def top_k(scores: Sequence[float], k: int) -> list[int]:
     return sorted(best)
 
 
+ORDERS = ("relevance", "given")
+
+
 @dataclass(frozen=True)
 class Offer:
-    """The tools offered at one step: `tools` (a ToolSet in the set's order), out of `total`."""
+    """The tools offered at one step: `tools` (a ToolSet, in the order the docs list them), out of `total`."""
 
     tools: ToolSet
     total: int
@@ -147,16 +156,24 @@ class Offer:
 
 class ToolRetriever:
     """Chooses the tools each step offers: all of them when the set has at most `top_k` (or `top_k` is 0),
-    else the `top_k` best against `ranking_text(query, history)`. Caches per offered set whatever the loop
-    derives from it (docs, grammar) through `derive`."""
+    else the `top_k` best against `ranking_text(query, history)`; lists them in `order` (see the module
+    docstring). Caches per offered set whatever the loop derives from it (docs, grammar) through `derive`."""
 
-    def __init__(self, tools: ToolSet, top_k: int = 0, *, ranker: Ranker | None = None):
+    def __init__(self, tools: ToolSet, top_k: int = 0, *, ranker: Ranker | None = None, order: str = "relevance"):
         check_top_k(top_k, "tool_top_k")
+        check_order(order, "tool_order")
         self.tools = tools
         self.top_k = top_k
         self.active = bool(top_k) and len(tools) > top_k
+        self.ordered = order == "relevance" and not getattr(tools, "keep_order", False) and len(tools) > 1
         self._ranker = ranker
         self._derived: dict[tuple, Any] = {}
+        self._order_keys: tuple[str, dict[str, tuple]] | None = None   # (query, tool name -> sort key)
+
+    @property
+    def static(self) -> bool:
+        """Whether every task is offered the same tools in the same order, so the docs are a fixed head."""
+        return not self.active and not self.ordered
 
     @property
     def ranker(self) -> Ranker:
@@ -165,16 +182,35 @@ class ToolRetriever:
         return self._ranker
 
     def offer(self, query: str, history: Iterable[Any] = ()) -> Offer:
+        every = list(self.tools)
         if not self.active:
-            return Offer(self.tools, len(self.tools), None)
+            if not self.ordered:
+                return Offer(self.tools, len(every), None)
+            return Offer(ToolSet(self._in_order(query, every)), len(every), None)
         text = ranking_text(query, history)
         scores = self.ranker.scores(text)
+        chosen = top_k(self._boosted(text, scores), self.top_k)
+        score = {every[i].name: round(scores[i], 4) for i in chosen}
+        offered = [every[i] for i in chosen]
+        if self.ordered:
+            offered = self._in_order(query, offered)
+        return Offer(ToolSet(offered), len(every), getattr(self.ranker, "name", "custom"),
+                     tuple(score[t.name] for t in offered))
+
+    def _boosted(self, text: str, scores: Sequence[float]) -> list[float]:
         # a tool named outright (a plan's "with the calculator", an earlier call) outranks every unnamed one
         named = mentioned(self.tools.names, text)
-        chosen = top_k([s + NAMED_BONUS if n in named else s for n, s in zip(self.tools.names, scores)], self.top_k)
-        every = list(self.tools)
-        return Offer(ToolSet([every[i] for i in chosen]), len(every), getattr(self.ranker, "name", "custom"),
-                     tuple(round(scores[i], 4) for i in chosen))
+        return [s + NAMED_BONUS if n in named else s for n, s in zip(self.tools.names, scores)]
+
+    def _in_order(self, query: str, tools: list[Tool]) -> list[Tool]:
+        """`tools` ranked by their match with the query alone (ties in the set's order, as `top_k` ranks) and
+        listed backwards, the best last."""
+        if self._order_keys is None or self._order_keys[0] != query:
+            text = ranking_text(query)
+            boosted = self._boosted(text, self.ranker.scores(text))
+            self._order_keys = (query, {n: (s, -i) for i, (n, s) in enumerate(zip(self.tools.names, boosted))})
+        keys = self._order_keys[1]
+        return sorted(tools, key=lambda t: keys[t.name])
 
     def derive(self, offer: Offer, what: str, make: Callable[[ToolSet], Any]) -> Any:
         """`make(offer.tools)`, computed once per (what, offered names) for this run."""
@@ -182,6 +218,13 @@ class ToolRetriever:
         if key not in self._derived:
             self._derived[key] = make(offer.tools)
         return self._derived[key]
+
+
+def check_order(value: Any, where: str) -> str:
+    """`value` must be one of ORDERS."""
+    if value not in ORDERS:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, ORDERS))}, not {value!r}")
+    return value
 
 
 def check_top_k(value: Any, where: str) -> int:

@@ -18,21 +18,24 @@ def open_sources(specs: Iterable[Any], stack: contextlib.ExitStack | None = None
     values are `McpServer`s, wins over a module of the same name); anything else goes to `as_toolset`.
     Without `stack`, an MCP source is an error: its server process needs an owner."""
     toolsources = toolsources or {}
+    specs = list(specs)
     owner: dict[str, str] = {}   # tool name -> the source that offers it
     tools = []
+    keep_order = False           # one source whose order means something keeps it (ToolSet.keep_order)
     with contextlib.ExitStack() as opened:   # a later source failing ends the servers already started
         for spec in specs:
             if isinstance(spec, str):
                 label, found = _open(spec, opened if stack is not None else None, toolsources)
             else:
                 label, found = repr(spec)[:80], as_toolset(spec)
+            keep_order = len(specs) == 1 and getattr(found, "keep_order", False)
             for t in found:
                 if t.name in owner:
                     where = f"twice by {label}" if owner[t.name] == label else f"by both {owner[t.name]} and {label}"
                     raise ToolError(f"tool {t.name!r} is offered {where}; tool names must be unique, drop one source")
                 owner[t.name] = label
                 tools.append(t)
-        toolset = ToolSet(tools)
+        toolset = ToolSet(tools, keep_order=keep_order)
         if stack is not None:
             stack.push(opened.pop_all())
     return toolset
@@ -44,7 +47,7 @@ def _open(spec: str, stack: contextlib.ExitStack | None, toolsources: Mapping[st
         return _open_mcp(server, f"{spec} ({server.describe()})", stack)
     if is_mcp_spec(spec):
         return _open_mcp(McpServer.from_spec(spec), spec, stack)
-    return spec, list(load_tools(spec))
+    return spec, load_tools(spec)
 
 
 def _open_mcp(server: McpServer, label: str, stack: contextlib.ExitStack | None) -> tuple[str, list]:
