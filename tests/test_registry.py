@@ -201,6 +201,18 @@ def test_env_set_name_and_bad_env_values():
         resolve_set(env={"UMI_EDGE_TEMPERATURE": "warm"})
     spec = resolve_set(env={"UMI_EDGE_TYPE_K": "q8_0"})                # a string setting is taken as written
     assert {r.type_k for r in spec.roles.values()} == {"q8_0"}
+    # a value that parses but is out of range names the variable it came from, beside the set it overrides
+    for var, value, message in (("UMI_EDGE_N_CTX", "10", "planner: n_ctx must be at least 64, got 10"),
+                                ("UMI_EDGE_TYPE_K", "q9", 'type_k must be "f16" or "q8_0"'),
+                                ("UMI_EDGE_TOOL_TOP_K", "-1", "tool_top_k must be a non-negative integer"),
+                                ("UMI_EDGE_TOOL_ORDER", "best", "tool_order must be one of")):
+        with pytest.raises(ConfigError) as e:
+            resolve_set(env={var: value, "UMI_EDGE_MAX_STEPS": "4"})
+        assert "[sets.default]" in str(e.value) and message in str(e.value)
+        assert str(e.value).endswith(f"(set by {var}={value} in the environment)")   # only the one to blame
+    with pytest.raises(ConfigError) as e:                                 # not from the environment: no blame
+        resolve_set(env={"UMI_EDGE_MAX_STEPS": "4"}, overrides={"n_ctx": 10})
+    assert "environment" not in str(e.value)
     with pytest.raises(ConfigError, match=r"flags: unknown setting 'colour'"):
         resolve_set(env={}, overrides={"colour": 1})
     with pytest.raises(ConfigError, match=r"temperature must be ≥ 0"):

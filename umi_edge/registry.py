@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -254,6 +255,18 @@ def resolve_set(
                 valid = ", ".join(sorted(set(OVERRIDE_KEYS + _SET_KEYS + ALL_ROLES + ("model", "adapter"))))
                 raise ConfigError(f"{source}: unknown setting {key!r}; valid: {valid}")
 
+    try:
+        return _build_set(name, set_vals, per_role, layers, where, registry)
+    except ConfigError as e:   # a value from the environment is named as such, not only by the file it overrides
+        used = [f"UMI_EDGE_{k.upper()}={v}" for k, v in env_vals.items() if re.search(rf"\b{k}\b", str(e))]
+        if not used:
+            raise
+        raise ConfigError(f"{e} (set by {', '.join(used)} in the environment)") from None
+
+
+def _build_set(name: str, set_vals: dict[str, Any], per_role: dict[str, dict[str, Any]],
+               layers: dict[str, dict[str, Any]], where: str, registry: Registry) -> SetSpec:
+    """The checked SetSpec from the merged layers (resolve_set)."""
     for key, value in set_vals.items():
         _check_type(key, value, where)
     if isinstance(set_vals.get("tools"), list):
