@@ -144,8 +144,7 @@ def _child_args(config: BenchConfig, report: dict) -> dict:
     spec = resolve_set(config.set, registry=registry, overrides={"n_ctx": config.n_ctx, "threads": config.threads})
     paths = [str(fetch.model_path(registry.model(spec.roles[r].model))) for r in ("planner", "caller", "summarizer")]
     report["config"].setdefault("model", paths[0])
-    adapters = {os.path.realpath(a) for r in spec.roles.values()
-                for a in ((r.adapter,) if isinstance(r.adapter, str) else r.adapter or ()) + (r.trunk_adapter,) if a}
+    adapters = {os.path.realpath(a) for r in spec.roles.values() for a in (*r.adapters, r.trunk_adapter) if a}
     return {"set": config.set, "models": config.models, "n_ctx": config.n_ctx, "threads": config.threads,
             "llama_threads": _threads(report), "n_batch": spec.roles["planner"].n_batch, "paths": paths,
             "adapters": sorted(adapters), "tokens": config.memory_tokens, "prompt": scenario.QUERY}

@@ -182,10 +182,10 @@ class ToolRetriever:
         return self._ranker
 
     def offer(self, query: str, history: Iterable[Any] = ()) -> Offer:
+        if not self.active and not self.ordered:
+            return Offer(self.tools, len(self.tools), None)
         every = list(self.tools)
         if not self.active:
-            if not self.ordered:
-                return Offer(self.tools, len(every), None)
             return Offer(ToolSet(self._in_order(query, every)), len(every), None)
         text = ranking_text(query, history)
         scores = self.ranker.scores(text)
